@@ -1,0 +1,295 @@
+"""Redis tier operations: timeouts, circuit breaker, replay after outages, invalidation tracking.
+
+Every public method returns None (or False) instead of raising when Redis is unreachable,
+slow or the breaker is open; callers then serve from L1 or the loader. Writes that could not
+reach Redis (deletes, tag invalidations, pattern deletes, and sets, which turn into deletes)
+are kept and replayed before the next operation once Redis answers, so an outage never
+leaves L2 holding a value that the application already replaced or invalidated.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from time import perf_counter_ns
+from typing import Any
+
+from redline.cache import _scripts
+from redline.cache._async_io import Worker, load_redis, read_message, sleep
+from redline.cache._breaker import HALF_OPEN, OPEN, Breaker
+from redline.cache._keys import KeySpace, escape_glob
+from redline.cache._redis_tier import RedisTier
+from redline.cache._stats import Latency
+
+log = logging.getLogger("redline.cache")
+
+_SCAN_COUNT = 1000
+_UNLINK_BATCH = 1000
+
+
+class AsyncRedisBackend:
+    """The L2 side of one cache."""
+
+    def __init__(self, tier: RedisTier, keys: KeySpace, sink: Any) -> None:
+        redis = load_redis()
+        self.tier = tier
+        self.keys = keys
+        self.breaker = Breaker(tier.breaker_threshold, tier.breaker_duration)
+        self.latency = Latency()
+        self.errors = 0
+        self.skipped = 0
+        self.bytes_read = 0
+        self.bytes_written = 0
+        self.tracking = False
+        self._sink = sink
+        self._pending: list[tuple[str, Any]] = []
+        self._overflow = False
+        self._closing = False
+        self._listener: Worker | None = None
+        errors = redis.exceptions
+        no_retry = redis.Retry(redis.NoBackoff(), 0)
+        self._pool = redis.BlockingConnectionPool.from_url(
+            tier.url, retry=no_retry, **tier.pool_kwargs()
+        )
+        self._client = redis.Redis(connection_pool=self._pool, retry=no_retry)
+        self._outage_errors = (errors.ConnectionError, errors.TimeoutError, OSError, TimeoutError)
+        self._errors = (errors.RedisError, OSError, TimeoutError)
+        self._noscript = errors.NoScriptError
+
+    # -- the guarded call -------------------------------------------------------------------
+
+    async def _run(self, op: Callable[..., Any], *args: Any) -> Any:
+        state = self.breaker.acquire()
+        if state == OPEN:
+            self.skipped += 1
+            return None
+        if self._listener is None and self.tier.tracking and not self._closing:
+            self._listener = Worker(self._listen, name="redline-cache-tracking")
+        start = perf_counter_ns()
+        try:
+            if self._pending or self._overflow:
+                await self._replay()
+            result = await op(*args)
+        except self._errors as exc:
+            self.errors += 1
+            if isinstance(exc, self._outage_errors):
+                was = self.breaker.state
+                self.breaker.failure()
+                if was != OPEN and self.breaker.state == OPEN:
+                    log.warning(
+                        "redis %s unreachable (%s: %s); L2 off for %.1fs, serving L1 and loaders",
+                        self.tier.url.split("@")[-1],
+                        type(exc).__name__,
+                        exc,
+                        self.breaker.duration,
+                    )
+            else:
+                log.warning("redis command failed: %s: %s", type(exc).__name__, exc)
+            return None
+        if state == HALF_OPEN:
+            log.warning("redis %s answers again; L2 back on", self.tier.url.split("@")[-1])
+        self.breaker.success()
+        self.latency.record(perf_counter_ns() - start)
+        return result
+
+    async def _script(self, script: _scripts.Script, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await self._client.execute_command(
+                "EVALSHA", script.sha, len(keys), *keys, *args
+            )
+        except self._noscript:
+            return await self._client.execute_command(
+                "EVAL", script.source, len(keys), *keys, *args
+            )
+
+    # -- operations -------------------------------------------------------------------------
+
+    async def read(self, rkeys: list[str]) -> tuple[list[tuple[bytes | None, int]], float] | None:
+        """Return ([(blob or None, pttl ms)], server µs) or None when Redis is unavailable."""
+        reply = await self._run(self._script, _scripts.READ, rkeys, [self.keys.tags])
+        if reply is None:
+            return None
+        pairs = [(reply[i], reply[i + 1]) for i in range(0, len(reply) - 1, 2)]
+        self.bytes_read += sum(len(blob) for blob, _ in pairs if blob)
+        return pairs, float(reply[-1])
+
+    async def write(
+        self, items: list[tuple[str, bytes, int]], asof: float
+    ) -> tuple[float, list[bool]] | None:
+        """Store (rkey, blob, ttl ms) items; return (stamp µs, stored flags) or None."""
+        args: list[Any] = [self.keys.tags, int(asof)]
+        for _, blob, ttl_ms in items:
+            args.append(ttl_ms)
+            args.append(blob)
+        reply = await self._run(self._script, _scripts.WRITE, [rkey for rkey, _, _ in items], args)
+        if reply is None:
+            # Whatever L2 holds for these keys is now older than what the caller wrote.
+            self._defer("unlink", [rkey for rkey, _, _ in items])
+            return None
+        self.bytes_written += sum(len(blob) for _, blob, _ in items)
+        return float(reply[0]), [bool(flag) for flag in reply[1:]]
+
+    async def unlink(self, rkeys: list[str]) -> bool:
+        done = await self._run(self._unlink, rkeys)
+        if done is None:
+            self._defer("unlink", rkeys)
+            return False
+        return True
+
+    async def _unlink(self, rkeys: list[str]) -> int:
+        removed = 0
+        for i in range(0, len(rkeys), _UNLINK_BATCH):
+            removed += await self._client.unlink(*rkeys[i : i + _UNLINK_BATCH])
+        return removed
+
+    async def invalidate_tags(self, tags: tuple[str, ...], ttl_ms: int) -> float | None:
+        """Set the clocks of ``tags`` to the server time; return it, or None."""
+        tag_keys = [self.keys.tag(tag) for tag in tags]
+        at = await self._run(self._script, _scripts.INVALIDATE, tag_keys, [ttl_ms])
+        if at is None:
+            self._defer("tags", (tags, ttl_ms))
+            return None
+        return float(at)
+
+    async def tag_times(self, tags: list[str]) -> list[float | None] | None:
+        raw = await self._run(self._client.mget, [self.keys.tag(tag) for tag in tags])
+        if raw is None:
+            return None
+        return [None if value is None else float(value) for value in raw]
+
+    async def unlink_matching(self, pattern: str) -> int | None:
+        """UNLINK entries whose L1 key matches the Redis glob ``pattern``, by SCAN batches."""
+        match = escape_glob(self.keys.entries) + pattern
+        removed = await self._run(self._scan_unlink, match)
+        if removed is None:
+            self._defer("match", pattern)
+        return removed
+
+    async def _scan_unlink(self, match: str) -> int:
+        removed = 0
+        cursor = 0
+        while True:
+            cursor, found = await self._client.scan(cursor, match=match, count=_SCAN_COUNT)
+            if found:
+                removed += await self._client.unlink(*found)
+            if not cursor:
+                return removed
+
+    async def ping(self) -> bool:
+        return bool(await self._run(self._client.ping))
+
+    # -- replay after an outage -------------------------------------------------------------
+
+    def _defer(self, kind: str, arg: Any) -> None:
+        if self._overflow:
+            return
+        if len(self._pending) >= self.tier.max_pending:
+            log.warning(
+                "more than %d writes missed Redis; every entry of %s will be deleted on recovery",
+                self.tier.max_pending,
+                self.keys.prefix,
+            )
+            self._overflow = True
+            self._pending.clear()
+            return
+        self._pending.append((kind, arg))
+
+    async def _replay(self) -> None:
+        pending, self._pending = self._pending, []
+        overflow, self._overflow = self._overflow, False
+        try:
+            if overflow:
+                await self._scan_unlink(escape_glob(self.keys.entries) + "*")
+                return
+            unlinks = [rkey for kind, arg in pending if kind == "unlink" for rkey in arg]
+            if unlinks:
+                await self._unlink(unlinks)
+            for kind, arg in pending:
+                if kind == "tags":
+                    tags, ttl_ms = arg
+                    keys = [self.keys.tag(tag) for tag in tags]
+                    await self._script(_scripts.INVALIDATE, keys, [ttl_ms])
+                elif kind == "match":
+                    await self._scan_unlink(escape_glob(self.keys.entries) + arg)
+        except BaseException:
+            self._pending[:0] = pending
+            self._overflow = self._overflow or overflow
+            raise
+        log.info("replayed %d writes that missed Redis during the outage", len(pending))
+
+    # -- invalidation tracking --------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        """Keep one connection subscribed to Redis invalidations for this cache's prefix."""
+        delay = 0.05
+        while not self._closing:
+            conn = self._pool.connection_class(**self._pool.connection_kwargs)
+            try:
+                await conn.connect()
+                await conn.send_command("CLIENT", "ID")
+                client_id = await conn.read_response()
+                await conn.send_command(
+                    "CLIENT",
+                    "TRACKING",
+                    "ON",
+                    "REDIRECT",
+                    client_id,
+                    "BCAST",
+                    "PREFIX",
+                    self.keys.prefix,
+                )
+                await conn.read_response()
+                await conn.send_command("SUBSCRIBE", "__redis__:invalidate")
+                await conn.read_response()
+                self.tracking = True
+                # Invalidations may have been missed while not subscribed.
+                self._sink.on_tracking_start()
+                delay = 0.05
+                while not self._closing:
+                    message = await read_message(conn, 0.5)
+                    if message is None:
+                        await self._sink.on_idle()
+                    elif message[0] == b"message":
+                        await self._sink.on_invalidate(message[2])
+            except self._errors as exc:
+                if self.tracking:
+                    log.warning(
+                        "redis invalidation stream lost (%s); L1 is cleared on reconnect", exc
+                    )
+            except Exception:
+                log.exception("redis invalidation listener failed; reconnecting")
+            finally:
+                self.tracking = False
+                await conn.disconnect()
+            await sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def tracking_ok(self) -> bool:
+        """True when L1 may keep values read from L2: invalidations are being received."""
+        return self.tracking or not self.tier.tracking
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "errors": self.errors,
+            "skipped": self.skipped,
+            "bytes_read": self.bytes_read,
+            "bytes_written": self.bytes_written,
+            "latency": self.latency.summary(),
+            "breaker": {
+                "state": self.breaker.state,
+                "opened": self.breaker.opened,
+                "consecutive_failures": self.breaker.failures,
+            },
+            "tracking": self.tracking,
+            "pending_writes": len(self._pending),
+        }
+
+    async def aclose(self) -> None:
+        self._closing = True
+        if self._listener is not None:
+            await self._listener.stop()
+            self._listener = None
+        await self._client.aclose()
+        await self._pool.disconnect()

@@ -1,0 +1,609 @@
+"""The two-tier cache: in-process L1 in front of Redis L2.
+
+This file is the single source of the cache's logic. ``scripts/gen_sync.py`` turns it into
+``_sync/cache.py`` (``SyncCache``); edit this file, then regenerate.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping
+from time import monotonic, perf_counter_ns, time
+from typing import Any
+
+from redline.cache._async.backend import AsyncRedisBackend
+from redline.cache._async_io import Flight, call_loader, is_native
+from redline.cache._callkey import CallKey
+from redline.cache._codecs import Codec, Compressor, get_codec
+from redline.cache._entry import pack, unpack
+from redline.cache._exceptions import CacheKeyError, CodecError
+from redline.cache._keys import KeySpace, check_tags, glob_to_regex
+from redline.cache._memory import ASOF, EXPIRES, HITS, TAGS, VALUE, MemoryTier
+from redline.cache._redis_tier import RedisTier
+from redline.cache._stats import Latency
+from redline.cache._tags import TagClock
+
+log = logging.getLogger("redline.cache")
+
+_MISS: Any = object()
+_DEFAULT_L1: Any = object()
+_BATCH = 500
+_SAMPLE = 64  # time one slow-path L1 lookup in this many
+
+
+class _Abandoned(Exception):
+    """The caller that was loading a key was cancelled; a waiter takes over."""
+
+
+class Cache:
+    """A two-tier cache: ``l1`` in this process, ``l2`` in Redis shared by all processes.
+
+    Either tier may be None. ``default_ttl`` applies when a call passes no ``ttl``;
+    ``max_ttl`` bounds every TTL and is how long tag invalidations are remembered.
+    """
+
+    def __init__(
+        self,
+        l1: MemoryTier | None = _DEFAULT_L1,
+        l2: RedisTier | None = None,
+        *,
+        namespace: str = "default",
+        version: int | str = 1,
+        default_ttl: float = 300.0,
+        max_ttl: float = 7 * 86400.0,
+        codec: str | Codec = "msgpack",
+        compress_threshold: int = 1024,
+        compress_level: int = 3,
+        max_value_bytes: int = 16 * 1024 * 1024,
+        key_prefix: str = "redline",
+        max_key_length: int = 250,
+    ) -> None:
+        if not 0 < default_ttl <= max_ttl:
+            raise ValueError(
+                f"default_ttl={default_ttl}: must be > 0 and <= max_ttl={max_ttl} seconds"
+            )
+        self._l1: MemoryTier | None = MemoryTier() if l1 is _DEFAULT_L1 else l1
+        # The hit path reads this dict directly; with no L1 it is an always-empty dict.
+        self._data: Any = self._l1.data if self._l1 is not None else {}
+        self._keys = KeySpace(namespace, version, key_prefix, max_key_length)
+        self._codec = get_codec(codec)
+        self._compressor = Compressor(level=compress_level, threshold=compress_threshold)
+        self._default_ttl = float(default_ttl)
+        self._max_ttl = float(max_ttl)
+        self._max_value_bytes = max_value_bytes
+        self._tags = TagClock()
+        self._flights: dict[str, Flight] = {}
+        # Bumped by every invalidation; an L2 read that saw it change does not fill L1.
+        self._generation = 0
+        self._last_stamp = 0.0
+        self._clock_offset = 0.0
+        self._l2 = AsyncRedisBackend(l2, self._keys, self) if l2 is not None else None
+        self._l2_hits = 0
+        self._l2_misses = 0
+        self._l2_sets = 0
+        self._loads = 0
+        self._load_errors = 0
+        self._decode_errors = 0
+        self._rejected = 0
+        self._sample = 0
+        self._l1_latency = Latency()
+        self._load_latency = Latency()
+
+    @classmethod
+    def memory(cls, **options: Any) -> Cache:
+        """An L1-only cache; ``max_entries``, ``max_bytes`` and ``l1_ttl`` size the tier."""
+        tier = {k: options.pop(k) for k in ("max_entries", "max_bytes") if k in options}
+        if "l1_ttl" in options:
+            tier["ttl"] = options.pop("l1_ttl")
+        return cls(l1=MemoryTier(**tier), l2=None, **options)
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Cache:
+        """L1 + Redis L2 from a ``redis://`` or ``rediss://`` URL with default settings.
+
+        Keywords naming :class:`RedisTier` fields configure the tier, the others the cache.
+        """
+        tier_names = set(RedisTier.__dataclass_fields__) - {"url"}
+        tier = {k: options.pop(k) for k in list(options) if k in tier_names}
+        return cls(l1=MemoryTier(), l2=RedisTier.from_url(url, **tier), **options)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def get(self, key: str, default: Any = None) -> Any:
+        """Return the value cached under ``key``, or ``default``."""
+        try:
+            entry = self._data[key]
+        except (KeyError, TypeError):
+            return await self._get(key, default)
+        if entry[EXPIRES] > monotonic() and entry[TAGS] is None:
+            entry[HITS] += 1
+            return entry[VALUE]
+        return await self._get(key, default)
+
+    async def _get(self, key: str, default: Any) -> Any:
+        local = self._keys.local(key)
+        value = self._l1_get(local)
+        if value is not _MISS:
+            return value
+        if self._l2 is not None:
+            found, _ = await self._l2_get([local])
+            value = found.get(local, _MISS)
+            if value is not _MISS:
+                return value
+        return default
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """Return ``{key: value}`` for the keys found; L1 first, then one Redis round trip."""
+        found: dict[str, Any] = {}
+        missing: dict[str, str] = {}
+        for key in keys:
+            local = self._keys.local(key)
+            value = self._l1_get(local)
+            if value is _MISS:
+                missing[local] = key
+            else:
+                found[key] = value
+        if missing and self._l2 is not None:
+            for i in range(0, len(missing), _BATCH):
+                batch = list(missing)[i : i + _BATCH]
+                hits, _ = await self._l2_get(batch)
+                for local, value in hits.items():
+                    found[missing[local]] = value
+        return found
+
+    async def get_or_set(
+        self,
+        key: str,
+        loader: Callable[[], Any],
+        ttl: float | None = None,
+        tags: Iterable[str] = (),
+    ) -> Any:
+        """Return the cached value, or call ``loader`` once per process and cache its result.
+
+        Concurrent callers of a missing key wait for one load; a loader exception reaches
+        every waiter and nothing is cached.
+        """
+        try:
+            entry = self._data[key]
+        except (KeyError, TypeError):
+            return await self._get_or_load(key, loader, ttl, tags)
+        if entry[EXPIRES] > monotonic() and entry[TAGS] is None:
+            entry[HITS] += 1
+            return entry[VALUE]
+        return await self._get_or_load(key, loader, ttl, tags)
+
+    async def _get_or_load(
+        self, key: str, loader: Callable[[], Any], ttl: float | None, tags: Iterable[str]
+    ) -> Any:
+        local = self._keys.local(key)
+        value = self._l1_get(local)
+        if value is not _MISS:
+            return value
+        tags = check_tags(tags)
+        ttl = self._ttl(ttl, key)
+        while True:
+            flight = self._flights.get(local)
+            if flight is None:
+                flight = Flight()
+                if self._flights.setdefault(local, flight) is flight:
+                    break
+                continue
+            try:
+                return await flight.wait()
+            except _Abandoned:
+                continue
+        try:
+            value = await self._load(local, loader, ttl, tags)
+        except Exception as exc:
+            flight.fail(exc)
+            raise
+        except BaseException:
+            flight.fail(_Abandoned())
+            raise
+        finally:
+            self._flights.pop(local, None)
+        flight.resolve(value)
+        return value
+
+    async def _load(
+        self, local: str, loader: Callable[[], Any], ttl: float, tags: tuple[str, ...]
+    ) -> Any:
+        asof = 0.0
+        if self._l2 is not None:
+            found, asof = await self._l2_get([local])
+            value = found.get(local, _MISS)
+            if value is not _MISS:
+                return value
+        if not asof:
+            asof = self._now()
+        start = perf_counter_ns()
+        try:
+            value = await call_loader(loader)
+        except Exception:
+            self._load_errors += 1
+            raise
+        finally:
+            self._load_latency.record(perf_counter_ns() - start)
+        self._loads += 1
+        await self._store({local: value}, ttl, tags, asof)
+        return value
+
+    def _l1_get(self, local: str) -> Any:
+        l1 = self._l1
+        if l1 is None:
+            return _MISS
+        self._sample += 1
+        timed = self._sample % _SAMPLE == 0
+        start = perf_counter_ns() if timed else 0
+        entry = l1.lookup(local)
+        value = _MISS
+        if entry is None:
+            l1.misses += 1
+        elif entry[TAGS] is not None and not self._tags.fresh(entry[TAGS], entry[ASOF]):
+            l1.delete(local)
+            l1.misses += 1
+        else:
+            entry[HITS] += 1
+            value = entry[VALUE]
+        if timed:
+            self._l1_latency.record(perf_counter_ns() - start)
+        return value
+
+    async def _l2_get(self, locals_: list[str]) -> tuple[dict[str, Any], float]:
+        """Read ``locals_`` from L2 in one round trip; fill L1 with what it returns."""
+        assert self._l2 is not None
+        generation = self._generation
+        sent = monotonic()
+        reply = await self._l2.read([self._keys.entry(local) for local in locals_])
+        if reply is None:
+            self._l2_misses += len(locals_)
+            return {}, 0.0
+        pairs, server_now = reply
+        self._observe_clock(server_now)
+        l1 = self._l1
+        fill = l1 is not None and generation == self._generation and self._l2.tracking_ok()
+        found: dict[str, Any] = {}
+        broken: list[str] = []
+        for local, (blob, pttl) in zip(locals_, pairs, strict=True):
+            if blob is None:
+                self._l2_misses += 1
+                continue
+            try:
+                compressed, asof, tags, body = unpack(blob)
+                if compressed:
+                    body = self._compressor.decompress(body)
+                value = self._codec.decode(body)
+            except CodecError as exc:
+                # An entry this cache cannot read is a miss, and is removed for everyone.
+                log.warning("dropping undecodable cache entry %r: %s", local, exc)
+                self._decode_errors += 1
+                self._l2_misses += 1
+                broken.append(self._keys.entry(local))
+                continue
+            self._l2_hits += 1
+            found[local] = value
+            if fill and pttl > 0 and (not tags or self._tags.fresh(tags, asof)):
+                # The L1 copy expires no later than the L2 entry it came from.
+                lifetime = min(pttl / 1000.0, l1.ttl)  # type: ignore[union-attr]
+                l1.put(local, value, sent + lifetime, tags, asof, len(blob))  # type: ignore[union-attr]
+        if broken:
+            await self._l2.unlink(broken)
+        return found, server_now
+
+    # -- writes -----------------------------------------------------------------------------
+
+    async def set(
+        self, key: str, value: Any, ttl: float | None = None, tags: Iterable[str] = ()
+    ) -> None:
+        """Cache ``value`` under ``key`` for ``ttl`` seconds, tagged with ``tags``."""
+        await self._store(
+            {self._keys.local(key): value}, self._ttl(ttl, key), check_tags(tags), 0.0
+        )
+
+    async def set_many(
+        self, mapping: Mapping[str, Any], ttl: float | None = None, tags: Iterable[str] = ()
+    ) -> None:
+        """Cache every item of ``mapping``; one Redis round trip per 500 items."""
+        tags = check_tags(tags)
+        ttl = self._ttl(ttl, "set_many")
+        batch: dict[str, Any] = {}
+        for key, value in mapping.items():
+            batch[self._keys.local(key)] = value
+            if len(batch) >= _BATCH:
+                await self._store(batch, ttl, tags, 0.0)
+                batch = {}
+        if batch:
+            await self._store(batch, ttl, tags, 0.0)
+
+    async def _store(
+        self, values: dict[str, Any], ttl: float, tags: tuple[str, ...], asof: float
+    ) -> None:
+        encoded: list[tuple[str, Any, bytes, bool]] = []
+        for local, value in values.items():
+            try:
+                body = self._codec.encode(value)
+            except CodecError as exc:
+                raise CodecError(f"cannot cache key {local!r}: {exc}") from None
+            body, compressed = self._compressor.compress(body)
+            if len(body) > self._max_value_bytes:
+                log.warning(
+                    "not caching key %r: %d bytes encoded, over max_value_bytes=%d",
+                    local,
+                    len(body),
+                    self._max_value_bytes,
+                )
+                self._rejected += 1
+                await self._delete([local])
+                continue
+            encoded.append((local, value, body, compressed))
+        if not encoded:
+            return
+        sent = monotonic()
+        stored = [True] * len(encoded)
+        stamp = 0.0
+        if self._l2 is not None:
+            ttl_ms = max(1, int(ttl * 1000))
+            items = [
+                (self._keys.entry(local), pack(body, compressed, asof, tags), ttl_ms)
+                for local, _, body, compressed in encoded
+            ]
+            reply = await self._l2.write(items, asof)
+            if reply is not None:
+                stamp, stored = reply
+                self._observe_clock(stamp)
+                self._l2_sets += sum(stored)
+        if not stamp:
+            stamp = asof or self._now()
+        l1 = self._l1
+        if l1 is None:
+            return
+        fresh = not tags or self._tags.fresh(tags, stamp)
+        lifetime = min(ttl, l1.ttl)
+        for (local, value, body, _), ok in zip(encoded, stored, strict=True):
+            if ok and fresh:
+                l1.put(local, value, sent + lifetime, tags, stamp, len(body))
+            else:
+                l1.delete(local)
+
+    async def delete(self, key: str) -> None:
+        """Remove ``key`` from both tiers."""
+        await self._delete([self._keys.local(key)])
+
+    async def delete_many(self, keys: Iterable[str]) -> None:
+        """Remove ``keys`` from both tiers; one Redis round trip per 1000 keys."""
+        await self._delete([self._keys.local(key) for key in keys])
+
+    async def _delete(self, locals_: list[str]) -> None:
+        self._generation += 1
+        if self._l1 is not None:
+            for local in locals_:
+                self._l1.delete(local)
+        if self._l2 is not None and locals_:
+            await self._l2.unlink([self._keys.entry(local) for local in locals_])
+
+    async def invalidate_tags(self, *tags: str) -> None:
+        """Make every entry tagged with any of ``tags`` stale, in O(1) per tag."""
+        tags = check_tags(tags)
+        if not tags:
+            return
+        self._generation += 1
+        self._tags.invalidate(tags, self._now())
+        if self._l2 is not None:
+            at = await self._l2.invalidate_tags(tags, int(self._max_ttl * 1000))
+            if at is not None:
+                self._observe_clock(at)
+                self._tags.invalidate(tags, at)
+        if self._l1 is not None:
+            self._tags.prune(self._now() - self._l1.ttl * 2e6)
+
+    async def invalidate_pattern(self, pattern: str) -> int:
+        """Delete entries whose key matches the Redis glob ``pattern`` (``*``, ``?``, ``[]``).
+
+        L2 is walked with SCAN and UNLINK in batches, never KEYS. Returns how many entries
+        were removed from L2 (or from L1 when there is no L2).
+        """
+        if not isinstance(pattern, str) or not pattern:
+            raise CacheKeyError(f"pattern {pattern!r}: must be a non-empty str")
+        self._generation += 1
+        removed = 0
+        if self._l1 is not None:
+            match = glob_to_regex(pattern).fullmatch
+            for local in self._l1.snapshot():
+                if match(local) and self._l1.delete(local):
+                    removed += 1
+        if self._l2 is not None:
+            removed = await self._l2.unlink_matching(pattern) or 0
+        return removed
+
+    async def clear(self) -> None:
+        """Delete every entry of this cache's namespace and version, in both tiers."""
+        self._generation += 1
+        if self._l1 is not None:
+            self._l1.clear()
+        if self._l2 is not None:
+            await self._l2.unlink_matching("*")
+
+    async def warm(self, items: Any, ttl: float | None = None, tags: Iterable[str] = ()) -> int:
+        """Load ``items`` (a mapping, or an iterable or async iterable of pairs); return count."""
+        if isinstance(items, Mapping):
+            items = items.items()
+        batch: dict[str, Any] = {}
+        count = 0
+        if hasattr(items, "__aiter__"):
+            async for key, value in items:
+                batch[key] = value
+                if len(batch) >= _BATCH:
+                    count += await self._warm_batch(batch, ttl, tags)
+        else:
+            for key, value in items:
+                batch[key] = value
+                if len(batch) >= _BATCH:
+                    count += await self._warm_batch(batch, ttl, tags)
+        return count + await self._warm_batch(batch, ttl, tags)
+
+    async def _warm_batch(
+        self, batch: dict[str, Any], ttl: float | None, tags: Iterable[str]
+    ) -> int:
+        count = len(batch)
+        if count:
+            await self.set_many(batch, ttl=ttl, tags=tags)
+            batch.clear()
+        return count
+
+    # -- decorator --------------------------------------------------------------------------
+
+    def cached(
+        self,
+        ttl: float | Callable[..., Any] | None = None,
+        tags: Iterable[str] | Callable[..., Iterable[str]] = (),
+        key: str | Callable[..., str] | None = None,
+    ) -> Any:
+        """Cache a function's results; ``key`` and ``tags`` may be ``"{arg}"`` templates.
+
+        The decorated function gains ``key_for(*args, **kwargs)`` and
+        ``invalidate(*args, **kwargs)``.
+        """
+        if callable(ttl):
+            return self.cached()(ttl)
+
+        def decorate(fn: Callable[..., Any]) -> Any:
+            if not is_native(fn):
+                raise TypeError(
+                    f"{type(self).__name__}.cached cannot wrap {fn.__qualname__}: "
+                    "use Cache for async functions and SyncCache for plain ones"
+                )
+            build = CallKey(fn, key, tags)
+
+            @functools.wraps(fn)
+            async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                call_key, call_tags = build(args, kwargs)
+                return await self.get_or_set(
+                    call_key, lambda: fn(*args, **kwargs), ttl=ttl, tags=call_tags
+                )
+
+            async def invalidate(*args: Any, **kwargs: Any) -> None:
+                await self.delete(build(args, kwargs)[0])
+
+            wrapper.key_for = lambda *args, **kwargs: build(args, kwargs)[0]  # type: ignore[attr-defined]
+            wrapper.invalidate = invalidate  # type: ignore[attr-defined]
+            return wrapper
+
+        return decorate
+
+    # -- invalidation stream (called by the backend's listener) -----------------------------
+
+    def on_tracking_start(self) -> None:
+        self._generation += 1
+        if self._l1 is not None:
+            self._l1.clear()
+
+    async def on_invalidate(self, rkeys: list[bytes] | None) -> None:
+        self._generation += 1
+        if rkeys is None:  # FLUSHDB / FLUSHALL
+            if self._l1 is not None:
+                self._l1.clear()
+            return
+        entries, tags_prefix = self._keys.entries, self._keys.tags
+        changed: list[str] = []
+        for raw in rkeys:
+            rkey = raw.decode()
+            if rkey.startswith(entries):
+                if self._l1 is not None:
+                    self._l1.delete(rkey[len(entries) :])
+            elif rkey.startswith(tags_prefix):
+                tag = rkey[len(tags_prefix) :]
+                self._tags.unknown(tag)
+                changed.append(tag)
+        if changed:
+            await self._learn_tags(changed)
+
+    async def on_idle(self) -> None:
+        unknown = self._tags.unknown_tags()
+        if unknown:
+            await self._learn_tags(unknown)
+
+    async def _learn_tags(self, tags: list[str]) -> None:
+        assert self._l2 is not None
+        times = await self._l2.tag_times(tags)
+        if times is not None:
+            for tag, at in zip(tags, times, strict=True):
+                self._tags.learn(tag, at)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _ttl(self, ttl: float | None, key: str) -> float:
+        if ttl is None:
+            return self._default_ttl
+        if (
+            not isinstance(ttl, (int, float))
+            or isinstance(ttl, bool)
+            or not 0 < ttl <= self._max_ttl
+        ):
+            raise ValueError(
+                f"ttl={ttl!r} for key {key!r}: must be > 0 and <= max_ttl={self._max_ttl}"
+            )
+        return float(ttl)
+
+    def _observe_clock(self, server_us: float) -> None:
+        self._clock_offset = server_us - time() * 1e6
+
+    def _now(self) -> float:
+        """Server-clock µs as best known here; strictly increasing within this cache."""
+        now = max(time() * 1e6 + self._clock_offset, self._last_stamp + 1.0)
+        self._last_stamp = now
+        return now
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and latency percentiles per tier, loads, breaker state and hit ratio."""
+        l1 = self._l1
+        l1_hits = l1.hits if l1 is not None else 0
+        l1_misses = l1.misses if l1 is not None else 0
+        hits = l1_hits + self._l2_hits
+        gets = hits + (self._l2_misses if self._l2 is not None else l1_misses)
+        result: dict[str, Any] = {
+            "hit_ratio": hits / gets if gets else math.nan,
+            "gets": gets,
+            "hits": hits,
+            "misses": gets - hits,
+            "loads": self._loads,
+            "load_errors": self._load_errors,
+            "load_latency": self._load_latency.summary(),
+            "decode_errors": self._decode_errors,
+            "rejected": self._rejected,
+            "l1": None,
+            "l2": None,
+        }
+        if l1 is not None:
+            result["l1"] = {
+                "hits": l1_hits,
+                "misses": l1_misses,
+                "sets": l1.sets,
+                "evictions": l1.evictions,
+                "expirations": l1.expirations,
+                "entries": len(l1),
+                "bytes": l1.bytes,
+                "max_entries": l1.max_entries,
+                "max_bytes": l1.max_bytes,
+                "latency": self._l1_latency.summary(),
+            }
+        if self._l2 is not None:
+            result["l2"] = {
+                "hits": self._l2_hits,
+                "misses": self._l2_misses,
+                "sets": self._l2_sets,
+                **self._l2.summary(),
+            }
+        return result
+
+    async def aclose(self) -> None:
+        """Stop the invalidation listener and close Redis connections."""
+        if self._l2 is not None:
+            await self._l2.aclose()
+
+    async def __aenter__(self) -> Cache:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

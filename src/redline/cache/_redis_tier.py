@@ -1,0 +1,66 @@
+"""Configuration of the Redis tier (L2), shared by Cache and SyncCache."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RedisTier:
+    """Where and how to reach Redis; each cache opens its own pool from this.
+
+    ``timeout`` bounds every Redis operation (seconds); a failure opens the circuit breaker
+    for ``breaker_duration`` seconds after ``breaker_threshold`` consecutive failures. The
+    pool holds at most ``pool_size`` connections and a caller waits up to ``pool_timeout``
+    for one instead of failing. ``tracking`` subscribes to Redis invalidation messages
+    (``CLIENT TRACKING ... BCAST``) so that L1 drops entries changed by other processes.
+    ``max_pending`` bounds the deletes and invalidations kept while Redis is unreachable
+    and replayed when it is back.
+    """
+
+    url: str = "redis://127.0.0.1:6379/0"
+    timeout: float = 0.05
+    connect_timeout: float = 0.25
+    pool_size: int = 32
+    pool_timeout: float = 1.0
+    breaker_threshold: int = 1
+    breaker_duration: float = 1.0
+    tracking: bool = True
+    max_pending: int = 10_000
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                f"RedisTier url={self.url!r}: must start with redis://, rediss:// or unix://"
+            )
+        for name in ("timeout", "connect_timeout", "pool_timeout", "breaker_duration"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"RedisTier {name}={getattr(self, name)}: must be > 0 seconds")
+        for name in ("pool_size", "breaker_threshold", "max_pending"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"RedisTier {name}={getattr(self, name)}: must be >= 1")
+
+    @classmethod
+    def from_url(cls, url: str, **settings: Any) -> RedisTier:
+        """Build a tier from a ``redis://`` / ``rediss://`` URL (user, password, db, TLS).
+
+        Settings that are fields of this class set them; any other keyword (for example
+        ``ssl_ca_certs`` or ``ssl_certfile``) is passed to redis-py's connection pool.
+        """
+        names = set(cls.__dataclass_fields__) - {"url", "options"}
+        own = {k: v for k, v in settings.items() if k in names}
+        extra = {k: v for k, v in settings.items() if k not in names}
+        return cls(url=url, options=extra, **own)
+
+    def pool_kwargs(self) -> dict[str, Any]:
+        return {
+            "max_connections": self.pool_size,
+            "timeout": self.pool_timeout,
+            "socket_timeout": self.timeout,
+            "socket_connect_timeout": self.connect_timeout,
+            "protocol": 2,
+            "retry_on_timeout": False,
+            **self.options,
+        }

@@ -1,0 +1,102 @@
+"""Lua scripts run by the Redis tier; each makes one round trip atomic.
+
+READ returns, per key, the entry and its remaining TTL in ms, or nil and 0 when the key is
+missing or stale (a stale entry is unlinked). The last element is the server time in µs,
+used as the ``asof`` time of a value about to be loaded.
+
+WRITE stores entries with a TTL, stamping the server time into the header when the caller
+passed 0, and skips an entry whose tags were invalidated at or after its ``asof`` time.
+It returns the stamp and, per key, 1 (stored) or 0 (skipped as stale).
+
+INVALIDATE sets each tag clock to the server time with the given TTL and returns that time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Script:
+    name: str
+    source: str
+
+    @property
+    def sha(self) -> str:
+        return hashlib.sha1(self.source.encode()).hexdigest()
+
+
+_STALE = """
+local function stale(v, tp)
+  if #v < 12 or string.byte(v, 1) ~= 161 then return false end
+  local _, _, asof, n, pos = struct.unpack('>BBdH', v)
+  for _ = 1, n do
+    local len
+    len, pos = struct.unpack('>H', v, pos)
+    local at = redis.call('GET', tp .. string.sub(v, pos, pos + len - 1))
+    if at and tonumber(at) >= asof then return true end
+    pos = pos + len
+  end
+  return false
+end
+local function now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+"""
+
+READ = Script(
+    "read",
+    _STALE
+    + """
+local out = {}
+for _, k in ipairs(KEYS) do
+  local v = redis.call('GET', k)
+  if v and stale(v, ARGV[1]) then
+    redis.call('UNLINK', k)
+    v = false
+  end
+  out[#out + 1] = v
+  out[#out + 1] = v and redis.call('PTTL', k) or 0
+end
+out[#out + 1] = now()
+return out
+""",
+)
+
+WRITE = Script(
+    "write",
+    _STALE
+    + """
+local stamp = tonumber(ARGV[2])
+if stamp == 0 then stamp = now() end
+local packed = struct.pack('>d', stamp)
+local out = {stamp}
+for i, k in ipairs(KEYS) do
+  local v = ARGV[2 + 2 * i]
+  if tonumber(ARGV[2]) == 0 and #v >= 12 then
+    v = string.sub(v, 1, 2) .. packed .. string.sub(v, 11)
+  end
+  if stale(v, ARGV[1]) then
+    out[#out + 1] = 0
+  else
+    redis.call('SET', k, v, 'PX', ARGV[1 + 2 * i])
+    out[#out + 1] = 1
+  end
+end
+return out
+""",
+)
+
+INVALIDATE = Script(
+    "invalidate",
+    """
+local t = redis.call('TIME')
+local at = tonumber(t[1]) * 1000000 + tonumber(t[2])
+for _, k in ipairs(KEYS) do
+  redis.call('SET', k, string.format('%.0f', at), 'PX', ARGV[1])
+end
+return at
+""",
+)

@@ -1,0 +1,95 @@
+"""The threaded side of the few primitives that differ between Cache and SyncCache.
+
+See ``_async_io.py``; the names here mirror it one for one.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from types import SimpleNamespace
+from typing import Any
+
+from redline.cache._exceptions import RedlineCacheError
+
+
+def load_redis() -> SimpleNamespace:
+    """redis-py's client classes for this flavour, or a clear error when it is missing."""
+    try:
+        import redis as client
+        from redis import backoff, exceptions
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise RedlineCacheError(
+            "the Redis tier needs redis-py: pip install 'redline[redis]'"
+        ) from None
+    return SimpleNamespace(
+        Redis=client.Redis,
+        BlockingConnectionPool=client.BlockingConnectionPool,
+        Retry=client.retry.Retry,
+        NoBackoff=backoff.NoBackoff,
+        exceptions=exceptions,
+    )
+
+
+def is_native(fn: Callable[..., Any]) -> bool:
+    """True when ``fn`` suits this flavour's decorator (a plain function here)."""
+    return not inspect.iscoroutinefunction(fn)
+
+
+def call_loader(loader: Callable[[], Any]) -> Any:
+    result = loader()
+    if inspect.isawaitable(result):
+        if inspect.iscoroutine(result):
+            result.close()
+        raise TypeError(
+            f"loader {loader!r} returned an awaitable: SyncCache needs a plain function; "
+            "use redline.cache.Cache for async loaders"
+        )
+    return result
+
+
+def sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def read_message(conn: Any, timeout: float) -> Any:
+    """Read one push message from ``conn``, or None after ``timeout`` seconds."""
+    if not conn.can_read(timeout=timeout):
+        return None
+    return conn.read_response()
+
+
+class Flight:
+    """One in-progress load that concurrent callers of the same key wait on."""
+
+    __slots__ = ("_future",)
+
+    def __init__(self) -> None:
+        self._future: Future[Any] = Future()
+
+    def resolve(self, value: Any) -> None:
+        self._future.set_result(value)
+
+    def fail(self, exc: BaseException) -> None:
+        self._future.set_exception(exc)
+
+    def wait(self) -> Any:
+        return self._future.result()
+
+
+class Worker:
+    """A background loop (a daemon thread) that can be stopped."""
+
+    def __init__(self, target: Callable[[], None], name: str) -> None:
+        self._thread = threading.Thread(target=target, name=name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._thread.join(timeout=5.0)
+
+
+def in_async_context() -> bool:
+    return False

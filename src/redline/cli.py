@@ -1,0 +1,33 @@
+"""The `redline` command line."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from redline import __version__
+
+app = typer.Typer(
+    name="redline",
+    help="Make Python web backends fast, and prove it.",
+    no_args_is_help=True,
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"redline {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Make Python web backends fast, and prove it."""
