@@ -18,6 +18,7 @@ from redline.cache._sync.backend import SyncRedisBackend
 from redline.cache._sync_io import Flight, call_loader, is_native
 from redline.cache._callkey import CallKey
 from redline.cache._codecs import Codec, Compressor, get_codec
+from redline.cache._echo import Echoes
 from redline.cache._entry import pack, unpack
 from redline.cache._exceptions import CacheKeyError, CodecError
 from redline.cache._keys import KeySpace, check_tags, glob_to_regex
@@ -78,6 +79,7 @@ class SyncCache:
         self._flights: dict[str, Flight] = {}
         # Bumped by every invalidation; an L2 read that saw it change does not fill L1.
         self._generation = 0
+        self._echoes = Echoes()
         self._last_stamp = 0.0
         self._clock_offset = 0.0
         self._l2 = SyncRedisBackend(l2, self._keys, self) if l2 is not None else None
@@ -341,6 +343,7 @@ class SyncCache:
             encoded.append((local, value, body, compressed))
         if not encoded:
             return
+        generation = self._generation
         sent = monotonic()
         stored = [True] * len(encoded)
         stamp = 0.0
@@ -350,17 +353,25 @@ class SyncCache:
                 (self._keys.entry(local), pack(body, compressed, asof, tags), ttl_ms)
                 for local, _, body, compressed in encoded
             ]
+            echoes = self._l1 is not None and self._l2.tracking
+            if echoes:
+                self._echoes.expect(local for local, _, _, _ in encoded)
             reply = self._l2.write(items, asof)
             if reply is not None:
                 stamp, stored = reply
                 self._observe_clock(stamp)
                 self._l2_sets += sum(stored)
+            if echoes:
+                self._echoes.cancel(
+                    local for (local, _, _, _), ok in zip(encoded, stored, strict=True) if not ok
+                )
         if not stamp:
             stamp = asof or self._now()
         l1 = self._l1
         if l1 is None:
             return
-        fresh = not tags or self._tags.fresh(tags, stamp)
+        # A write by another process since ours began makes our value possibly older.
+        fresh = generation == self._generation and (not tags or self._tags.fresh(tags, stamp))
         lifetime = min(ttl, l1.ttl)
         for (local, value, body, _), ok in zip(encoded, stored, strict=True):
             if ok and fresh:
@@ -497,12 +508,13 @@ class SyncCache:
 
     def on_tracking_start(self) -> None:
         self._generation += 1
+        self._echoes.reset()
         if self._l1 is not None:
             self._l1.clear()
 
     def on_invalidate(self, rkeys: list[bytes] | None) -> None:
-        self._generation += 1
         if rkeys is None:  # FLUSHDB / FLUSHALL
+            self._generation += 1
             if self._l1 is not None:
                 self._l1.clear()
             return
@@ -511,9 +523,14 @@ class SyncCache:
         for raw in rkeys:
             rkey = raw.decode()
             if rkey.startswith(entries):
+                local = rkey[len(entries) :]
+                if self._echoes.consume(local):
+                    continue
+                self._generation += 1
                 if self._l1 is not None:
-                    self._l1.delete(rkey[len(entries) :])
+                    self._l1.delete(local)
             elif rkey.startswith(tags_prefix):
+                self._generation += 1
                 tag = rkey[len(tags_prefix) :]
                 self._tags.unknown(tag)
                 changed.append(tag)
