@@ -31,3 +31,20 @@ def main(
     ] = False,
 ) -> None:
     """Make Python web backends fast, and prove it."""
+
+
+@app.command()
+def demo(
+    redis_url: Annotated[
+        str | None,
+        typer.Option(
+            "--redis-url",
+            envvar="REDIS_URL",
+            help="Use this Redis instead of starting a throwaway one.",
+        ),
+    ] = None,
+) -> None:
+    """Tour the two-tier cache against a real Redis, measuring each claim."""
+    from redline._cache_tour import run
+
+    raise typer.Exit(run(redis_url))

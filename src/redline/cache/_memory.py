@@ -15,8 +15,9 @@ from collections import OrderedDict
 from time import monotonic
 from typing import Any
 
-# Entry layout: a list, so that a hit can bump its count (HITS) in place.
-VALUE, EXPIRES, TAGS, ASOF, SIZE, HITS = range(6)
+# Entry layout: a list, so that a hit can bump its count (HITS) in place. SEEN is the tag
+# clock's epoch when the entry's tags were last found fresh (see TagClock.epoch).
+VALUE, EXPIRES, TAGS, ASOF, SIZE, HITS, SEEN = range(7)
 
 
 class MemoryTier:
@@ -73,12 +74,13 @@ class MemoryTier:
         tags: tuple[str, ...] | None,
         asof: float,
         size: int,
+        seen: int = -1,
     ) -> None:
         with self._lock:
             self._remove(key)
             if size > self.max_bytes:
                 return
-            self.data[key] = [value, expires, tags or None, asof, size, 0]
+            self.data[key] = [value, expires, tags or None, asof, size, 0, seen]
             self.bytes += size
             self.sets += 1
             if len(self.data) > self.max_entries or self.bytes > self.max_bytes:

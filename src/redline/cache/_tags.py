@@ -13,10 +13,13 @@ import math
 class TagClock:
     """Latest invalidation time per tag, in server microseconds."""
 
-    __slots__ = ("_times",)
+    __slots__ = ("_times", "epoch")
 
     def __init__(self) -> None:
         self._times: dict[str, float] = {}
+        # Bumped whenever a tag time changes, so that an L1 hit on a tagged entry checked
+        # fresh at the current epoch needs no per-tag lookups.
+        self.epoch = 0
 
     def fresh(self, tags: tuple[str, ...], asof: float) -> bool:
         """True when no tag in ``tags`` was invalidated at or after ``asof``."""
@@ -24,16 +27,19 @@ class TagClock:
         return all(times.get(tag, -1.0) < asof for tag in tags)
 
     def invalidate(self, tags: tuple[str, ...], at: float) -> None:
+        self.epoch += 1
         for tag in tags:
             if self._times.get(tag, -1.0) < at:
                 self._times[tag] = at
 
     def unknown(self, tag: str) -> None:
         """Mark ``tag`` as changed elsewhere: its entries are stale until :meth:`learn`."""
+        self.epoch += 1
         self._times[tag] = math.inf
 
     def learn(self, tag: str, at: float | None) -> None:
         """Record the authoritative time for ``tag`` (``None``: never invalidated)."""
+        self.epoch += 1
         self._times[tag] = -1.0 if at is None else at
 
     def unknown_tags(self) -> list[str]:

@@ -22,7 +22,7 @@ from redline.cache._echo import Echoes
 from redline.cache._entry import pack, unpack
 from redline.cache._exceptions import CacheKeyError, CodecError
 from redline.cache._keys import KeySpace, check_tags, glob_to_regex
-from redline.cache._memory import ASOF, EXPIRES, HITS, TAGS, VALUE, MemoryTier
+from redline.cache._memory import ASOF, EXPIRES, HITS, SEEN, TAGS, VALUE, MemoryTier
 from redline.cache._redis_tier import RedisTier
 from redline.cache._stats import Latency
 from redline.cache._tags import TagClock
@@ -120,7 +120,9 @@ class SyncCache:
             entry = self._data[key]
         except (KeyError, TypeError):
             return self._get(key, default)
-        if entry[EXPIRES] > monotonic() and entry[TAGS] is None:
+        if entry[EXPIRES] > monotonic() and (
+            entry[TAGS] is None or entry[SEEN] == self._tags.epoch
+        ):
             entry[HITS] += 1
             return entry[VALUE]
         return self._get(key, default)
@@ -172,7 +174,9 @@ class SyncCache:
             entry = self._data[key]
         except (KeyError, TypeError):
             return self._get_or_load(key, loader, ttl, tags)
-        if entry[EXPIRES] > monotonic() and entry[TAGS] is None:
+        if entry[EXPIRES] > monotonic() and (
+            entry[TAGS] is None or entry[SEEN] == self._tags.epoch
+        ):
             entry[HITS] += 1
             return entry[VALUE]
         return self._get_or_load(key, loader, ttl, tags)
@@ -248,6 +252,7 @@ class SyncCache:
             l1.delete(local)
             l1.misses += 1
         else:
+            entry[SEEN] = self._tags.epoch
             entry[HITS] += 1
             value = entry[VALUE]
         if timed:
@@ -290,7 +295,7 @@ class SyncCache:
             if fill and pttl > 0 and (not tags or self._tags.fresh(tags, asof)):
                 # The L1 copy expires no later than the L2 entry it came from.
                 lifetime = min(pttl / 1000.0, l1.ttl)  # type: ignore[union-attr]
-                l1.put(local, value, sent + lifetime, tags, asof, len(blob))  # type: ignore[union-attr]
+                l1.put(local, value, sent + lifetime, tags, asof, len(blob), self._tags.epoch)  # type: ignore[union-attr]
         if broken:
             self._l2.unlink(broken)
         return found, server_now
@@ -375,7 +380,7 @@ class SyncCache:
         lifetime = min(ttl, l1.ttl)
         for (local, value, body, _), ok in zip(encoded, stored, strict=True):
             if ok and fresh:
-                l1.put(local, value, sent + lifetime, tags, stamp, len(body))
+                l1.put(local, value, sent + lifetime, tags, stamp, len(body), self._tags.epoch)
             else:
                 l1.delete(local)
 
