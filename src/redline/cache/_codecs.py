@@ -42,9 +42,10 @@ _EXT_DECIMAL = 7
 _EXT_SET = 8
 _EXT_FROZENSET = 9
 
-# Fields packed as integers rather than ISO strings: Python 3.11's fromisoformat drops the
-# sub-second part of a UTC offset, and integers are faster both ways.
+# Dates and times are packed as integers rather than ISO strings: Python 3.11's fromisoformat drops
+# the sub-second part of a UTC offset, and integers are faster both ways.
 _DATETIME = struct.Struct("<HBBBBBI")  # year, month, day, hour, minute, second, microsecond
+_DATE = struct.Struct("<HBB")  # year, month, day
 _TIME = struct.Struct("<BBBI")  # hour, minute, second, microsecond
 _OFFSET = struct.Struct("<q")  # UTC offset in microseconds, appended only for aware values
 _TIMEDELTA = struct.Struct("<iII")  # days, seconds, microseconds, as timedelta normalises them
@@ -77,7 +78,7 @@ def _ext_default(obj: object) -> msgpack.ExtType:
         fields = (obj.year, obj.month, obj.day, obj.hour, obj.minute, obj.second, obj.microsecond)
         return msgpack.ExtType(_EXT_DATETIME, _DATETIME.pack(*fields) + _pack_offset(obj))
     if isinstance(obj, datetime.date):
-        return msgpack.ExtType(_EXT_DATE, obj.isoformat().encode("ascii"))
+        return msgpack.ExtType(_EXT_DATE, _DATE.pack(obj.year, obj.month, obj.day))
     # msgpack packs ints natively and only hands over those beyond 64 bits.
     if isinstance(obj, int):
         size = (obj.bit_length() + 8) // 8
@@ -138,7 +139,7 @@ def _unpack_elements(data: bytes) -> tuple[object, ...]:
 _EXT_DECODERS: dict[int, Callable[[bytes], object]] = {
     _EXT_BIGINT: lambda data: int.from_bytes(data, "big", signed=True),
     _EXT_DATETIME: _unpack_datetime,
-    _EXT_DATE: lambda data: datetime.date.fromisoformat(data.decode("ascii")),
+    _EXT_DATE: lambda data: datetime.date(*_DATE.unpack(data)),
     _EXT_TIME: _unpack_time,
     _EXT_TIMEDELTA: lambda data: datetime.timedelta(*_TIMEDELTA.unpack(data)),
     _EXT_UUID: lambda data: uuid.UUID(bytes=data),
