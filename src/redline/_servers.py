@@ -8,9 +8,11 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -66,14 +68,32 @@ def _port_is_free(port: int) -> bool:
         return True
 
 
+@dataclass(frozen=True)
+class TLSFiles:
+    """PEM files for a TLS-only server: its certificate and key, and the CA that signed them."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
 class RedisServer:
-    """A redis-server process on a free loopback port, with no persistence, in a temp dir."""
+    """A redis-server process on a free loopback port, with no persistence, in a temp dir.
+
+    With ``tls``, the port speaks TLS only (``rediss://``) and clients need no certificate.
+    """
 
     def __init__(
-        self, binary: str | None = None, *, args: tuple[str, ...] = (), timeout: float = 10.0
+        self,
+        binary: str | None = None,
+        *,
+        args: tuple[str, ...] = (),
+        timeout: float = 10.0,
+        tls: TLSFiles | None = None,
     ) -> None:
         self.binary = find_redis_server(binary)
         self.args = tuple(args)
+        self.tls = tls
         self.timeout = timeout
         self.host = HOST
         self._port: int | None = None
@@ -89,7 +109,8 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{self.host}:{self.port}/0"
 
     @cached_property
     def version(self) -> str:
@@ -109,8 +130,15 @@ class RedisServer:
             raise RedisServerError(f"The Redis server on port {self._port} is already running.")
         self._port = self._port or _free_port()
         self._dir = self._dir or Path(tempfile.mkdtemp(prefix="redline-redis-"))
+        listen = ("--port", str(self._port))
+        if self.tls is not None:
+            listen = (
+                *("--port", "0", "--tls-port", str(self._port)),
+                *("--tls-cert-file", str(self.tls.cert), "--tls-key-file", str(self.tls.key)),
+                *("--tls-ca-cert-file", str(self.tls.ca), "--tls-auth-clients", "no"),
+            )
         command = [
-            *(self.binary, "--port", str(self._port), "--bind", HOST, "--save", ""),
+            *(self.binary, *listen, "--bind", HOST, "--save", ""),
             *("--appendonly", "no", "--dir", str(self._dir)),
             *("--daemonize", "no", "--protected-mode", "no", *self.args),
         ]
@@ -132,13 +160,26 @@ class RedisServer:
     def ping(self, timeout: float = 1.0) -> bool:
         """Return True if the server answers PING within `timeout` seconds."""
         try:
-            with socket.create_connection((self.host, self.port), timeout=timeout) as sock:
+            with self._connect(timeout) as sock:
                 sock.sendall(b"*1\r\n$4\r\nPING\r\n")
                 reply = sock.recv(64)
         except OSError:
             return False
         # NOAUTH/NOPERM still prove a live server when extra args set a password or ACL.
         return reply.startswith((b"+PONG", b"-NOAUTH", b"-NOPERM"))
+
+    def _connect(self, timeout: float) -> socket.socket:
+        sock = socket.create_connection((self.host, self.port), timeout=timeout)
+        if self.tls is None:
+            return sock
+        context = ssl.create_default_context(cafile=str(self.tls.ca))
+        # Readiness only: whichever name the certificate was issued for, this is our server.
+        context.check_hostname = False
+        try:
+            return context.wrap_socket(sock)
+        except BaseException:
+            sock.close()
+            raise
 
     def stop(self) -> None:
         """Stop the server and remove its temp dir; safe to call twice."""

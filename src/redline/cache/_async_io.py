@@ -55,6 +55,10 @@ async def read_message(conn: Any, timeout: float) -> Any:
     return await conn.read_response(timeout=timeout)
 
 
+def interrupt(conn: Any) -> None:
+    """Nothing to do: stopping the Worker cancels the task that is reading ``conn``."""
+
+
 class Flight:
     """One in-progress load that concurrent callers of the same key wait on."""
 

@@ -35,8 +35,10 @@ class Breaker:
         if self.state == CLOSED:
             return CLOSED
         with self._lock:
-            if self.state == OPEN and monotonic() >= self._until:
+            if self.state != CLOSED and monotonic() >= self._until:
+                # A probe that never reported back (its caller was cancelled) expires too.
                 self.state = HALF_OPEN
+                self._until = monotonic() + self.duration
                 return HALF_OPEN
             return OPEN if self.state != CLOSED else CLOSED
 

@@ -32,6 +32,8 @@ local function stale(v, tp)
   if #v < 12 or string.byte(v, 1) ~= 161 then return false end
   local _, _, asof, n, pos = struct.unpack('>BBdH', v)
   for _ = 1, n do
+    -- A truncated header must not fail the whole batch: the client drops the entry.
+    if pos + 1 > #v then return false end
     local len
     len, pos = struct.unpack('>H', v, pos)
     local at = redis.call('GET', tp .. string.sub(v, pos, pos + len - 1))

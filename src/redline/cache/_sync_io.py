@@ -5,7 +5,9 @@ See ``_async_io.py``; the names here mirror it one for one.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -60,6 +62,17 @@ def read_message(conn: Any, timeout: float) -> Any:
     if not conn.can_read(timeout=timeout):
         return None
     return conn.read_response()
+
+
+def interrupt(conn: Any) -> None:
+    """Wake the thread blocked reading ``conn``: its read then fails as a closed connection.
+
+    Only the socket is shut down; the reading thread still owns the connection object.
+    """
+    sock = getattr(conn, "_sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 class Flight:

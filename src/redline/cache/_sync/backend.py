@@ -16,7 +16,7 @@ from time import perf_counter_ns
 from typing import Any
 
 from redline.cache import _scripts
-from redline.cache._sync_io import Worker, load_redis, read_message, sleep
+from redline.cache._sync_io import Worker, interrupt, load_redis, read_message, sleep
 from redline.cache._breaker import HALF_OPEN, OPEN, Breaker
 from redline.cache._keys import KeySpace, escape_glob
 from redline.cache._redis_tier import RedisTier
@@ -47,11 +47,20 @@ class SyncRedisBackend:
         self._overflow = False
         self._closing = False
         self._listener: Worker | None = None
+        self._listen_conn: Any = None
         errors = redis.exceptions
         no_retry = redis.Retry(redis.NoBackoff(), 0)
         self._pool = redis.BlockingConnectionPool.from_url(
             tier.url, retry=no_retry, **tier.pool_kwargs()
         )
+        try:
+            # Builds a connection object without connecting, so that a misspelt option
+            # fails here, at construction, instead of on first use.
+            self._pool.connection_class(**self._pool.connection_kwargs)
+        except TypeError as exc:
+            raise TypeError(
+                f"RedisTier options {sorted(tier.options)}: not accepted by redis-py ({exc})"
+            ) from None
         self._client = redis.Redis(connection_pool=self._pool, retry=no_retry)
         self._outage_errors = (errors.ConnectionError, errors.TimeoutError, OSError, TimeoutError)
         self._errors = (errors.RedisError, OSError, TimeoutError)
@@ -85,6 +94,8 @@ class SyncRedisBackend:
                         self.breaker.duration,
                     )
             else:
+                # Redis answered, so it is reachable: a probe must not leave the breaker open.
+                self.breaker.success()
                 log.warning("redis command failed: %s: %s", type(exc).__name__, exc)
             return None
         if state == HALF_OPEN:
@@ -223,8 +234,10 @@ class SyncRedisBackend:
     def _listen(self) -> None:
         """Keep one connection subscribed to Redis invalidations for this cache's prefix."""
         delay = 0.05
+        refused = ""
         while not self._closing:
             conn = self._pool.connection_class(**self._pool.connection_kwargs)
+            self._listen_conn = conn
             try:
                 conn.connect()
                 conn.send_command("CLIENT", "ID")
@@ -253,9 +266,19 @@ class SyncRedisBackend:
                     elif message[0] == b"message":
                         self._sink.on_invalidate(message[2])
             except self._errors as exc:
-                if self.tracking:
+                if self.tracking and not self._closing:
                     log.warning(
                         "redis invalidation stream lost (%s); L1 is cleared on reconnect", exc
+                    )
+                elif not isinstance(exc, self._outage_errors) and str(exc) != refused:
+                    # Redis said no (e.g. an ACL user without "&*" may not SUBSCRIBE): retries
+                    # will not help until it is reconfigured, and L1 is bypassed meanwhile.
+                    refused = str(exc)
+                    log.warning(
+                        "redis refused the invalidation listener (%s: %s); values read from "
+                        "Redis are not kept in L1 until it is allowed",
+                        type(exc).__name__,
+                        exc,
                     )
             except Exception:
                 log.exception("redis invalidation listener failed; reconnecting")
@@ -290,6 +313,8 @@ class SyncRedisBackend:
     def close(self) -> None:
         self._closing = True
         if self._listener is not None:
+            # Wake a listener blocked in its idle read rather than wait for the read to end.
+            interrupt(self._listen_conn)
             self._listener.stop()
             self._listener = None
         self._client.close()

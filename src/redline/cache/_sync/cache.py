@@ -8,6 +8,7 @@ This file is the single source of the cache's logic. ``scripts/gen_sync.py`` tur
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping
@@ -106,10 +107,12 @@ class SyncCache:
     def from_url(cls, url: str, **options: Any) -> SyncCache:
         """L1 + Redis L2 from a ``redis://`` or ``rediss://`` URL with default settings.
 
-        Keywords naming :class:`RedisTier` fields configure the tier, the others the cache.
+        Keywords of the cache's constructor configure the cache; the others go to
+        :meth:`RedisTier.from_url`, which passes those that are not its fields (for example
+        ``ssl_ca_certs``) to redis-py.
         """
-        tier_names = set(RedisTier.__dataclass_fields__) - {"url"}
-        tier = {k: options.pop(k) for k in list(options) if k in tier_names}
+        own = set(inspect.signature(cls).parameters)
+        tier = {k: options.pop(k) for k in list(options) if k not in own}
         return cls(l1=MemoryTier(), l2=RedisTier.from_url(url, **tier), **options)
 
     # -- reads ------------------------------------------------------------------------------
@@ -367,8 +370,12 @@ class SyncCache:
                 self._observe_clock(stamp)
                 self._l2_sets += sum(stored)
             if echoes:
+                # Without a reply the write may never have run: its echo must not be awaited,
+                # or it would swallow the message of the next write by another process.
                 self._echoes.cancel(
-                    local for (local, _, _, _), ok in zip(encoded, stored, strict=True) if not ok
+                    local
+                    for (local, _, _, _), ok in zip(encoded, stored, strict=True)
+                    if not ok or reply is None
                 )
         if not stamp:
             stamp = asof or self._now()
