@@ -74,8 +74,11 @@ class Flavour:
     def __init__(self, name: str, url: str) -> None:
         self.name = name
         self.url = url
-        self.cls: type[Cache] | type[SyncCache] = Cache if name == "async" else SyncCache
-        self.is_async = name == "async"
+        self.is_async = name.startswith("async")
+        self.cls: type[Cache] | type[SyncCache] = Cache if self.is_async else SyncCache
+        # "async-strict" reads through the server-side check (RedisTier consistency="strict")
+        # instead of MGET checked against tracked tag times.
+        self.consistency = "strict" if name.endswith("strict") else "tracked"
         self._faces: list[Face] = []
 
     def __repr__(self) -> str:
@@ -88,6 +91,7 @@ class Flavour:
 
     def cache(self, **options: Any) -> Face:
         """L1 + L2 on the test's Redis; RedisTier fields (e.g. tracking=False) go to the tier."""
+        options.setdefault("consistency", self.consistency)
         return self._keep(self.cls.from_url(self.url, **options))
 
     def memory(self, **options: Any) -> Face:
@@ -98,6 +102,7 @@ class Flavour:
         return self._keep(self.cls(*args, **kwargs))
 
     def tier(self, **settings: Any) -> RedisTier:
+        settings.setdefault("consistency", self.consistency)
         return RedisTier.from_url(self.url, **settings)
 
     async def settle(self) -> None:
@@ -121,7 +126,7 @@ class Flavour:
             await face.close()
 
 
-@pytest.fixture(params=["async", "sync"])
+@pytest.fixture(params=["async", "sync", "async-strict"])
 async def flavour(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[Flavour]:
     builder = Flavour(request.param, redis_url)
     yield builder
@@ -163,6 +168,10 @@ class CommandStats:
         """EVAL and EVALSHA calls since start(): the cache's Lua round trips."""
         moved = self.delta()
         return moved.get("evalsha", 0) + moved.get("eval", 0)
+
+    def reads(self) -> int:
+        """Round trips that read entries: MGET (tracked reads) or a read script (strict)."""
+        return self.scripts() + self.delta().get("mget", 0)
 
 
 @pytest.fixture

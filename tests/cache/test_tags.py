@@ -150,3 +150,63 @@ async def test_value_loading_while_its_tag_is_invalidated_is_not_served_afterwar
     assert await reader.get("k") is None
     assert not raw.exists(PREFIX + "k")
     assert await cache.get_or_set("k", lambda: "after", tags=["t"]) == "after"
+
+
+async def test_a_process_started_after_an_invalidation_does_not_serve_older_entries(
+    flavour, raw, commandstats
+):
+    writer = flavour.cache()
+    await writer.ready()
+    await writer.set("a", 1, tags=["t1"])
+    await writer.set("b", 2, tags=["t2"])
+    await writer.invalidate_tags("t1")
+
+    # A new process knows nothing of t1's history: it must read it from Redis.
+    late = flavour.cache()
+    await late.ready()
+    await late.set("warm-the-clock", 0)
+    commandstats.start()
+    assert await late.get("a") is None
+    assert await late.get("b") == 2
+    assert not raw.exists(PREFIX + "a")
+    if flavour.consistency == "tracked":
+        # Tag times unknown here are fetched once (MGET), then kept current by the stream.
+        assert commandstats.delta().get("mget", 0) >= 2
+        late.l1.clear()
+        commandstats.start()
+        assert await late.get("b") == 2
+        assert commandstats.reads() == 1
+
+
+async def test_tracked_reads_are_one_mget_and_strict_reads_one_script(flavour, commandstats):
+    cache = flavour.build(l1=None, l2=flavour.tier())
+    writer = flavour.cache()
+    await writer.ready()
+    await writer.set("k", "v", tags=["t"])
+    await cache.get("k")  # learns the server clock and the tag's time
+    if flavour.consistency == "tracked":
+        await flavour.eventually(lambda: cache.cache._l2.tracking)
+    await cache.get("k")
+    commandstats.start()
+    assert await cache.get("k") == "v"
+    moved = commandstats.delta()
+    if flavour.consistency == "tracked":
+        assert moved == {"mget": 1}
+    else:
+        assert moved.get("evalsha", 0) == 1 and "mget" not in moved
+
+
+async def test_tracked_read_sees_an_invalidation_by_another_process_once_its_message_arrives(
+    flavour,
+):
+    reader = flavour.build(l1=None, l2=flavour.tier())
+    writer = flavour.cache()
+    await writer.ready()
+    await writer.set("k", "v", tags=["t"])
+    await reader.get("k")
+    await flavour.eventually(lambda: reader.cache._l2.tracking)
+    assert await reader.get("k") == "v"
+
+    await writer.invalidate_tags("t")
+    await flavour.settle()
+    assert await reader.get("k") is None

@@ -130,13 +130,15 @@ async def test_values_above_the_threshold_are_stored_compressed(flavour, raw):
     assert await reader.get("small") == small
 
 
-HEADER = struct.Struct(">BBdH")  # magic, flags, asof, number of tags: see _entry.py
+HEADER = struct.Struct(">BBddH")  # magic, flags, asof, expires, number of tags: see _entry.py
+FAR = 4e15  # an expiry time (server µs) far in the future
 
 UNDECODABLE = {
     "not-an-entry": b"written by someone else",
-    "bad-body": HEADER.pack(0xA1, 0, 1.0, 0) + b"\xc1",  # 0xc1 is never valid msgpack
-    "bad-zstd": HEADER.pack(0xA1, 1, 1.0, 0) + b"not zstd",
-    "truncated": HEADER.pack(0xA1, 0, 1.0, 3) + b"\x00",
+    "old-format": struct.pack(">BBdH", 0xA1, 0, 1.0, 0) + b"\xc0",
+    "bad-body": HEADER.pack(0xA2, 0, 1.0, FAR, 0) + b"\xc1",  # 0xc1 is never valid msgpack
+    "bad-zstd": HEADER.pack(0xA2, 1, 1.0, FAR, 0) + b"not zstd",
+    "truncated": HEADER.pack(0xA2, 0, 1.0, FAR, 3) + b"\x00",
 }
 
 

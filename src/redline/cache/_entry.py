@@ -2,11 +2,12 @@
 
 ::
 
-    0xA1 | flags (1 byte) | asof (big-endian double, server µs) | n tags (uint16)
-    | n x (uint16 length, tag bytes) | body (codec output, zstd-compressed when flagged)
+    0xA2 | flags (1 byte) | asof (big-endian double, server µs) | expires (double, server µs)
+    | n tags (uint16) | n x (uint16 length, tag bytes) | body (codec output, zstd when flagged)
 
-The header is parsed by the Lua read script, which rejects an entry whose tags were
-invalidated at or after its ``asof`` time, so that a stale entry never leaves Redis.
+An entry is stale when one of its tags was invalidated at or after its ``asof`` time. The
+write script stamps ``expires`` (and ``asof`` when the caller left it 0) with the server's
+clock, so a reader can bound an L1 copy's lifetime without asking Redis for the key's TTL.
 """
 
 from __future__ import annotations
@@ -15,15 +16,15 @@ import struct
 
 from redline.cache._exceptions import CodecError
 
-MAGIC = 0xA1
+MAGIC = 0xA2
 FLAG_ZSTD = 0x01
-_HEAD = struct.Struct(">BBdH")
+_HEAD = struct.Struct(">BBddH")
 _LEN = struct.Struct(">H")
-ASOF_OFFSET = 2  # where the asof double starts; the write script stamps it when it is 0
 
 
 def pack(body: bytes, compressed: bool, asof: float, tags: tuple[str, ...]) -> bytes:
-    parts = [_HEAD.pack(MAGIC, FLAG_ZSTD if compressed else 0, asof, len(tags))]
+    """Frame ``body``; ``expires`` is left 0 for the write script to stamp."""
+    parts = [_HEAD.pack(MAGIC, FLAG_ZSTD if compressed else 0, asof, 0.0, len(tags))]
     for tag in tags:
         raw = tag.encode()
         parts.append(_LEN.pack(len(raw)))
@@ -32,10 +33,10 @@ def pack(body: bytes, compressed: bool, asof: float, tags: tuple[str, ...]) -> b
     return b"".join(parts)
 
 
-def unpack(blob: bytes) -> tuple[bool, float, tuple[str, ...], bytes]:
-    """Return (compressed, asof, tags, body); raise CodecError on a malformed header."""
+def unpack(blob: bytes) -> tuple[bool, float, float, tuple[str, ...], bytes]:
+    """Return (compressed, asof, expires, tags, body); raise CodecError on a bad header."""
     try:
-        magic, flags, asof, count = _HEAD.unpack_from(blob)
+        magic, flags, asof, expires, count = _HEAD.unpack_from(blob)
         if magic != MAGIC:
             raise CodecError(f"not a redline entry (first byte 0x{blob[0]:02x})")
         pos = _HEAD.size
@@ -49,4 +50,4 @@ def unpack(blob: bytes) -> tuple[bool, float, tuple[str, ...], bytes]:
             raise CodecError("truncated entry header")
     except (struct.error, UnicodeDecodeError, IndexError) as exc:
         raise CodecError(f"malformed entry header: {exc}") from None
-    return bool(flags & FLAG_ZSTD), asof, tuple(tags), blob[pos:]
+    return bool(flags & FLAG_ZSTD), asof, expires, tuple(tags), blob[pos:]

@@ -16,7 +16,11 @@ class RedisTier:
     for one instead of failing. ``tracking`` subscribes to Redis invalidation messages
     (``CLIENT TRACKING ... BCAST``) so that L1 drops entries changed by other processes.
     ``max_pending`` bounds the deletes and invalidations kept while Redis is unreachable
-    and replayed when it is back.
+    and replayed when it is back. ``consistency="tracked"`` reads entries with a plain
+    ``MGET`` and checks their tags against the tag times this process tracks through the
+    invalidation stream; ``"strict"`` checks them inside Redis with a script on every read
+    (one round trip either way; strict costs more Redis CPU and sees another process's
+    invalidation even before its message arrives).
     """
 
     url: str = "redis://127.0.0.1:6379/0"
@@ -28,6 +32,7 @@ class RedisTier:
     breaker_duration: float = 1.0
     tracking: bool = True
     max_pending: int = 10_000
+    consistency: str = "tracked"
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -38,6 +43,10 @@ class RedisTier:
         for name in ("timeout", "connect_timeout", "pool_timeout", "breaker_duration"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"RedisTier {name}={getattr(self, name)}: must be > 0 seconds")
+        if self.consistency not in ("tracked", "strict"):
+            raise ValueError(
+                f"RedisTier consistency={self.consistency!r}: must be 'tracked' or 'strict'"
+            )
         for name in ("pool_size", "breaker_threshold", "max_pending"):
             if getattr(self, name) < 1:
                 raise ValueError(f"RedisTier {name}={getattr(self, name)}: must be >= 1")

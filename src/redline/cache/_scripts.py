@@ -1,12 +1,13 @@
 """Lua scripts run by the Redis tier; each makes one round trip atomic.
 
-READ returns, per key, the entry and its remaining TTL in ms, or nil and 0 when the key is
-missing or stale (a stale entry is unlinked). The last element is the server time in µs,
-used as the ``asof`` time of a value about to be loaded.
+READ returns, per key, the entry, or nil when the key is missing or stale (a stale entry is
+unlinked); the last element is the server time in µs. It is the read path that trusts
+nothing held in the client: used while the invalidation stream is down, before the client
+knows the server's clock, and always with ``RedisTier(consistency="strict")``.
 
-WRITE stores entries with a TTL, stamping the server time into the header when the caller
-passed 0, and skips an entry whose tags were invalidated at or after its ``asof`` time.
-It returns the stamp and, per key, 1 (stored) or 0 (skipped as stale).
+WRITE stores entries with a TTL, stamping the server time into the header's ``asof`` when the
+caller passed 0 and its ``expires`` always, and skips an entry whose tags were invalidated at
+or after its ``asof`` time. It returns the stamp and, per key, 1 (stored) or 0 (skipped).
 
 INVALIDATE sets each tag clock to the server time with the given TTL and returns that time.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 
 
 @dataclass(frozen=True)
@@ -22,15 +24,15 @@ class Script:
     name: str
     source: str
 
-    @property
+    @cached_property
     def sha(self) -> str:
         return hashlib.sha1(self.source.encode()).hexdigest()
 
 
 _STALE = """
 local function stale(v, tp)
-  if #v < 12 or string.byte(v, 1) ~= 161 then return false end
-  local _, _, asof, n, pos = struct.unpack('>BBdH', v)
+  if #v < 20 or string.byte(v, 1) ~= 162 then return false end
+  local _, _, asof, _, n, pos = struct.unpack('>BBddH', v)
   for _ = 1, n do
     -- A truncated header must not fail the whole batch: the client drops the entry.
     if pos + 1 > #v then return false end
@@ -60,7 +62,6 @@ for _, k in ipairs(KEYS) do
     v = false
   end
   out[#out + 1] = v
-  out[#out + 1] = v and redis.call('PTTL', k) or 0
 end
 out[#out + 1] = now()
 return out
@@ -71,14 +72,16 @@ WRITE = Script(
     "write",
     _STALE
     + """
+local t = now()
 local stamp = tonumber(ARGV[2])
-if stamp == 0 then stamp = now() end
+if stamp == 0 then stamp = t end
 local packed = struct.pack('>d', stamp)
-local out = {stamp}
+local out = {t}
 for i, k in ipairs(KEYS) do
   local v = ARGV[2 + 2 * i]
-  if tonumber(ARGV[2]) == 0 and #v >= 12 then
-    v = string.sub(v, 1, 2) .. packed .. string.sub(v, 11)
+  if #v >= 20 then
+    local expires = struct.pack('>d', t + tonumber(ARGV[1 + 2 * i]) * 1000)
+    v = string.sub(v, 1, 2) .. packed .. expires .. string.sub(v, 19)
   end
   if stale(v, ARGV[1]) then
     out[#out + 1] = 0

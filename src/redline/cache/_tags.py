@@ -13,10 +13,13 @@ import math
 class TagClock:
     """Latest invalidation time per tag, in server microseconds."""
 
-    __slots__ = ("_times", "epoch")
+    __slots__ = ("_times", "_marked", "epoch")
 
     def __init__(self) -> None:
         self._times: dict[str, float] = {}
+        # Epoch at which each tag was last reported changed; a time read from Redis before
+        # that report must not overwrite it.
+        self._marked: dict[str, int] = {}
         # Bumped whenever a tag time changes, so that an L1 hit on a tagged entry checked
         # fresh at the current epoch needs no per-tag lookups.
         self.epoch = 0
@@ -25,6 +28,28 @@ class TagClock:
         """True when no tag in ``tags`` was invalidated at or after ``asof``."""
         times = self._times
         return all(times.get(tag, -1.0) < asof for tag in tags)
+
+    def verdict(self, tags: tuple[str, ...], asof: float) -> bool | None:
+        """True (fresh), False (stale), or None when a tag's time is not known here.
+
+        Used for values read from Redis without the read script: only tags whose time this
+        process has read from Redis (and tracks since) can vouch for them.
+        """
+        times = self._times
+        unknown = False
+        for tag in tags:
+            at = times.get(tag)
+            if at is None or at == math.inf:
+                unknown = True
+            elif at >= asof:
+                return False
+        return None if unknown else True
+
+    def forget(self) -> None:
+        """Drop everything known: the invalidation stream was interrupted."""
+        self.epoch += 1
+        self._times.clear()
+        self._marked.clear()
 
     def invalidate(self, tags: tuple[str, ...], at: float) -> None:
         self.epoch += 1
@@ -36,19 +61,31 @@ class TagClock:
         """Mark ``tag`` as changed elsewhere: its entries are stale until :meth:`learn`."""
         self.epoch += 1
         self._times[tag] = math.inf
+        self._marked[tag] = self.epoch
 
-    def learn(self, tag: str, at: float | None) -> None:
-        """Record the authoritative time for ``tag`` (``None``: never invalidated)."""
+    def learn(self, tag: str, at: float | None, since: int) -> None:
+        """Record ``tag``'s time as read from Redis (``None``: never invalidated).
+
+        ``since`` is the epoch when the read was sent: if the tag was reported changed after
+        that, the time read may predate the change and is ignored.
+        """
+        if self._marked.get(tag, -1) > since:
+            return
         self.epoch += 1
         self._times[tag] = -1.0 if at is None else at
 
     def unknown_tags(self) -> list[str]:
         return [tag for tag, at in self._times.items() if at == math.inf]
 
-    def prune(self, before: float) -> None:
-        """Forget invalidations older than ``before``: no live L1 entry can predate them."""
-        if len(self._times) > 1024:
+    def prune(self, before: float, limit: int = 65_536) -> None:
+        """Past ``limit`` tags, forget times older than ``before``.
+
+        No live L1 entry can predate them, and a forgotten tag is read again from Redis
+        when a value read from Redis needs it.
+        """
+        if len(self._times) > limit:
             self._times = {t: at for t, at in self._times.items() if at >= before}
+            self._marked = {t: e for t, e in self._marked.items() if t in self._times}
 
     def __len__(self) -> int:
         return len(self._times)

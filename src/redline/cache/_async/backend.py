@@ -115,19 +115,26 @@ class AsyncRedisBackend:
 
     # -- operations -------------------------------------------------------------------------
 
-    async def read(self, rkeys: list[str]) -> tuple[list[tuple[bytes | None, int]], float] | None:
-        """Return ([(blob or None, pttl ms)], server µs) or None when Redis is unavailable."""
+    async def get(self, rkeys: list[str]) -> list[bytes | None] | None:
+        """Return the raw entries (None where missing), or None when Redis is unavailable."""
+        blobs = await self._run(self._client.execute_command, "MGET", *rkeys)
+        if blobs is not None:
+            self.bytes_read += sum(len(blob) for blob in blobs if blob)
+        return blobs
+
+    async def read(self, rkeys: list[str]) -> tuple[list[bytes | None], float] | None:
+        """Like :meth:`get`, with tags checked in Redis; also return the server time (µs)."""
         reply = await self._run(self._script, _scripts.READ, rkeys, [self.keys.tags])
         if reply is None:
             return None
-        pairs = [(reply[i], reply[i + 1]) for i in range(0, len(reply) - 1, 2)]
-        self.bytes_read += sum(len(blob) for blob, _ in pairs if blob)
-        return pairs, float(reply[-1])
+        blobs = reply[:-1]
+        self.bytes_read += sum(len(blob) for blob in blobs if blob)
+        return blobs, float(reply[-1])
 
     async def write(
         self, items: list[tuple[str, bytes, int]], asof: float
     ) -> tuple[float, list[bool]] | None:
-        """Store (rkey, blob, ttl ms) items; return (stamp µs, stored flags) or None."""
+        """Store (rkey, blob, ttl ms) items; return (server time µs, stored flags) or None."""
         args: list[Any] = [self.keys.tags, int(asof)]
         for _, blob, ttl_ms in items:
             args.append(ttl_ms)

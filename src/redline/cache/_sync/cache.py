@@ -23,7 +23,7 @@ from redline.cache._echo import Echoes
 from redline.cache._entry import pack, unpack
 from redline.cache._exceptions import CacheKeyError, CodecError
 from redline.cache._keys import KeySpace, check_tags, glob_to_regex
-from redline.cache._memory import ASOF, EXPIRES, HITS, SEEN, TAGS, VALUE, MemoryTier
+from redline.cache._memory import ASOF, HITS, SEEN, TAGS, VALUE, MemoryTier
 from redline.cache._redis_tier import RedisTier
 from redline.cache._stats import Latency
 from redline.cache._tags import TagClock
@@ -81,8 +81,12 @@ class SyncCache:
         # Bumped by every invalidation; an L2 read that saw it change does not fill L1.
         self._generation = 0
         self._echoes = Echoes()
+        # Server clock minus local clock, bounded from below and above by the round trip
+        # in which it was measured: asof times use the low bound, L1 expiry the high one.
         self._last_stamp = 0.0
-        self._clock_offset = 0.0
+        self._offset_low = 0.0
+        self._offset_high = 0.0
+        self._clock_known = False
         self._l2 = SyncRedisBackend(l2, self._keys, self) if l2 is not None else None
         self._l2_hits = 0
         self._l2_misses = 0
@@ -123,11 +127,11 @@ class SyncCache:
             entry = self._data[key]
         except (KeyError, TypeError):
             return self._get(key, default)
-        if entry[EXPIRES] > monotonic() and (
-            entry[TAGS] is None or entry[SEEN] == self._tags.epoch
-        ):
-            entry[HITS] += 1
-            return entry[VALUE]
+        # Literal indices (EXPIRES, TAGS, SEEN, HITS, VALUE): a named constant costs a
+        # global lookup each, a fifth of this path.
+        if entry[1] > monotonic() and (entry[2] is None or entry[6] == self._tags.epoch):
+            entry[5] += 1
+            return entry[0]
         return self._get(key, default)
 
     def _get(self, key: str, default: Any) -> Any:
@@ -177,11 +181,11 @@ class SyncCache:
             entry = self._data[key]
         except (KeyError, TypeError):
             return self._get_or_load(key, loader, ttl, tags)
-        if entry[EXPIRES] > monotonic() and (
-            entry[TAGS] is None or entry[SEEN] == self._tags.epoch
-        ):
-            entry[HITS] += 1
-            return entry[VALUE]
+        # Literal indices (EXPIRES, TAGS, SEEN, HITS, VALUE): a named constant costs a
+        # global lookup each, a fifth of this path.
+        if entry[1] > monotonic() and (entry[2] is None or entry[6] == self._tags.epoch):
+            entry[5] += 1
+            return entry[0]
         return self._get_or_load(key, loader, ttl, tags)
 
     def _get_or_load(
@@ -263,45 +267,92 @@ class SyncCache:
         return value
 
     def _l2_get(self, locals_: list[str]) -> tuple[dict[str, Any], float]:
-        """Read ``locals_`` from L2 in one round trip; fill L1 with what it returns."""
-        assert self._l2 is not None
+        """Read ``locals_`` from L2 in one round trip; fill L1 with what it returns.
+
+        Also return a server time (µs) no later than the read: the ``asof`` of a value about
+        to be loaded after a miss.
+        """
+        l2 = self._l2
+        assert l2 is not None
+        rkeys = [self._keys.entry(local) for local in locals_]
         generation = self._generation
-        sent = monotonic()
-        reply = self._l2.read([self._keys.entry(local) for local in locals_])
-        if reply is None:
+        if l2.tracking and self._clock_known and l2.tier.consistency == "tracked":
+            asof_now = self._now()
+            blobs = l2.get(rkeys)
+            checked = False
+        else:
+            sent = time()
+            reply = l2.read(rkeys)
+            blobs, asof_now = reply if reply is not None else (None, 0.0)
+            if reply is not None:
+                self._observe_clock(asof_now, sent, time())
+            checked = True
+        if blobs is None:
             self._l2_misses += len(locals_)
             return {}, 0.0
-        pairs, server_now = reply
-        self._observe_clock(server_now)
-        l1 = self._l1
-        fill = l1 is not None and generation == self._generation and self._l2.tracking_ok()
-        found: dict[str, Any] = {}
+        entries = []
         broken: list[str] = []
-        for local, (blob, pttl) in zip(locals_, pairs, strict=True):
+        unknown: set[str] = set()
+        for local, rkey, blob in zip(locals_, rkeys, blobs, strict=True):
             if blob is None:
                 self._l2_misses += 1
                 continue
             try:
-                compressed, asof, tags, body = unpack(blob)
+                header = unpack(blob)
+            except CodecError as exc:
+                self._drop_undecodable(local, exc)
+                broken.append(rkey)
+                continue
+            tags = header[3]
+            if tags and not checked and self._tags.verdict(tags, header[1]) is None:
+                unknown.update(tags)
+            entries.append((local, rkey, blob, header))
+        if unknown:
+            self._learn_tags(sorted(unknown))
+        l1 = self._l1
+        fill = l1 is not None and generation == self._generation and l2.tracking_ok()
+        found: dict[str, Any] = {}
+        for local, rkey, blob, (compressed, asof, expires, tags, body) in entries:
+            if tags and not checked:
+                verdict = self._tags.verdict(tags, asof)
+                if verdict is not True:
+                    # Stale (then removed, as Redis would), or unverifiable for now: a miss.
+                    self._l2_misses += 1
+                    if verdict is False:
+                        broken.append(rkey)
+                    continue
+            try:
                 if compressed:
                     body = self._compressor.decompress(body)
                 value = self._codec.decode(body)
             except CodecError as exc:
-                # An entry this cache cannot read is a miss, and is removed for everyone.
-                log.warning("dropping undecodable cache entry %r: %s", local, exc)
-                self._decode_errors += 1
-                self._l2_misses += 1
-                broken.append(self._keys.entry(local))
+                self._drop_undecodable(local, exc)
+                broken.append(rkey)
                 continue
             self._l2_hits += 1
             found[local] = value
-            if fill and pttl > 0 and (not tags or self._tags.fresh(tags, asof)):
+            if fill and (not tags or self._tags.fresh(tags, asof)):
                 # The L1 copy expires no later than the L2 entry it came from.
-                lifetime = min(pttl / 1000.0, l1.ttl)  # type: ignore[union-attr]
-                l1.put(local, value, sent + lifetime, tags, asof, len(blob), self._tags.epoch)  # type: ignore[union-attr]
+                lifetime = min((expires - self._now_late()) / 1e6, l1.ttl)  # type: ignore[union-attr]
+                if lifetime > 0:
+                    l1.put(  # type: ignore[union-attr]
+                        local,
+                        value,
+                        monotonic() + lifetime,
+                        tags,
+                        asof,
+                        len(blob),
+                        self._tags.epoch,
+                    )
         if broken:
-            self._l2.unlink(broken)
-        return found, server_now
+            l2.unlink(broken)
+        return found, asof_now
+
+    def _drop_undecodable(self, local: str, exc: CodecError) -> None:
+        # An entry this cache cannot read is a miss, and is removed for everyone.
+        log.warning("dropping undecodable cache entry %r: %s", local, exc)
+        self._decode_errors += 1
+        self._l2_misses += 1
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -364,10 +415,12 @@ class SyncCache:
             echoes = self._l1 is not None and self._l2.tracking
             if echoes:
                 self._echoes.expect(local for local, _, _, _ in encoded)
+            sent_wall = time()
             reply = self._l2.write(items, asof)
             if reply is not None:
-                stamp, stored = reply
-                self._observe_clock(stamp)
+                server_now, stored = reply
+                self._observe_clock(server_now, sent_wall, time())
+                stamp = asof or server_now
                 self._l2_sets += sum(stored)
             if echoes:
                 # Without a reply the write may never have run: its echo must not be awaited,
@@ -415,9 +468,10 @@ class SyncCache:
         self._generation += 1
         self._tags.invalidate(tags, self._now())
         if self._l2 is not None:
+            sent = time()
             at = self._l2.invalidate_tags(tags, int(self._max_ttl * 1000))
             if at is not None:
-                self._observe_clock(at)
+                self._observe_clock(at, sent, time())
                 self._tags.invalidate(tags, at)
         if self._l1 is not None:
             self._tags.prune(self._now() - self._l1.ttl * 2e6)
@@ -521,6 +575,7 @@ class SyncCache:
     def on_tracking_start(self) -> None:
         self._generation += 1
         self._echoes.reset()
+        self._tags.forget()
         if self._l1 is not None:
             self._l1.clear()
 
@@ -556,10 +611,11 @@ class SyncCache:
 
     def _learn_tags(self, tags: list[str]) -> None:
         assert self._l2 is not None
+        since = self._tags.epoch
         times = self._l2.tag_times(tags)
         if times is not None:
             for tag, at in zip(tags, times, strict=True):
-                self._tags.learn(tag, at)
+                self._tags.learn(tag, at, since)
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -576,12 +632,19 @@ class SyncCache:
             )
         return float(ttl)
 
-    def _observe_clock(self, server_us: float) -> None:
-        self._clock_offset = server_us - time() * 1e6
+    def _observe_clock(self, server_us: float, sent: float, received: float) -> None:
+        """Learn the server's clock from a time it reported between ``sent`` and ``received``."""
+        self._offset_low = server_us - received * 1e6
+        self._offset_high = server_us - sent * 1e6
+        self._clock_known = True
+
+    def _now_late(self) -> float:
+        """A server time (µs) no earlier than now."""
+        return time() * 1e6 + self._offset_high
 
     def _now(self) -> float:
         """Server-clock µs as best known here; strictly increasing within this cache."""
-        now = max(time() * 1e6 + self._clock_offset, self._last_stamp + 1.0)
+        now = max(time() * 1e6 + self._offset_low, self._last_stamp + 1.0)
         self._last_stamp = now
         return now
 
