@@ -459,18 +459,30 @@ async def async_decorators(
 
 
 RAW = "raw redis-py GET (pool 32, RESP2, hiredis)"
-REDLINE_L2 = "redline Cache(l1=None).get (EVALSHA of READ)"
+REDLINE_L2 = "redline Cache(l1=None).get (tracked: one MGET)"
+REDLINE_L2_STRICT = "redline Cache(l1=None, strict).get (READ script)"
 
 
 async def l2_sections(server: RedisServer, loop: str, s: Settings) -> list[Result]:
     raw = raw_client(server.url)
     rl = Cache(l1=None, l2=RedisTier.from_url(server.url), namespace=f"bench-l2-{loop}")
+    strict = Cache(
+        l1=None,
+        l2=RedisTier.from_url(server.url, consistency="strict"),
+        namespace=f"bench-l2-{loop}",
+    )
     cashews = cashews_cache(server.url)
     aio = aiocache_redis(server)
     keys = {"raw": f"bench:raw:{KEY}", "cashews": f"bench:cashews:{KEY}", "aio": f"bench:aio:{KEY}"}
     try:
         await raw.set(keys["raw"], msgpack.packb(VALUE))
         await rl.set(KEY, VALUE)
+        await strict.get(KEY)
+        # Tracked reads need the invalidation stream up; until then they take the script.
+        for _ in range(200):
+            if rl._l2.tracking:
+                break
+            await asyncio.sleep(0.01)
         await cashews.set(keys["cashews"], VALUE)
         await aio.set(keys["aio"], VALUE)
         for got in (
@@ -494,6 +506,7 @@ async def l2_sections(server: RedisServer, loop: str, s: Settings) -> list[Resul
                         fields={"ref": True, "anchor_ns": anchors[0]},
                     ),
                     Case(REDLINE_L2, await_loop(rl.get, KEY, tasks)),
+                    Case(REDLINE_L2_STRICT, await_loop(strict.get, KEY, tasks)),
                     Case(
                         "cashews redis:// get (default pool: 10)",
                         await_loop(cashews.get, keys["cashews"], tasks),
@@ -516,6 +529,7 @@ async def l2_sections(server: RedisServer, loop: str, s: Settings) -> list[Resul
         return results + await get_many_section(raw, rl, loop, s)
     finally:
         await rl.aclose()
+        await strict.aclose()
         await cashews.close()
         await aio.close()
         await raw.aclose()

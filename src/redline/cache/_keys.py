@@ -41,6 +41,8 @@ class KeySpace:
 
     def local(self, key: str) -> str:
         """Return the L1 form of ``key``: the key itself, or a hashed form when over-long."""
+        if type(key) is str and len(key) <= self.max_key_length:
+            return key
         if type(key) is not str:
             raise CacheKeyError(f"cache key {key!r}: must be str, not {type(key).__name__}")
         if len(key) <= self.max_key_length:

@@ -63,11 +63,11 @@ class RedisTier:
         extra = {k: v for k, v in settings.items() if k not in names}
         return cls(url=url, options=extra, **own)
 
-    def pool_kwargs(self) -> dict[str, Any]:
+    def pool_kwargs(self, socket_timeout: bool) -> dict[str, Any]:
+        """redis-py pool options; without ``socket_timeout`` the caller bounds each command."""
         return {
             "max_connections": self.pool_size,
-            "timeout": self.pool_timeout,
-            "socket_timeout": self.timeout,
+            "socket_timeout": self.timeout if socket_timeout else None,
             "socket_connect_timeout": self.connect_timeout,
             "protocol": 2,
             "retry_on_timeout": False,

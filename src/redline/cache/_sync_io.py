@@ -29,10 +29,12 @@ def load_redis() -> SimpleNamespace:
         ) from None
     return SimpleNamespace(
         Redis=client.Redis,
-        BlockingConnectionPool=client.BlockingConnectionPool,
+        ConnectionPool=client.ConnectionPool,
         Retry=client.retry.Retry,
         NoBackoff=backoff.NoBackoff,
         exceptions=exceptions,
+        # Blocking sockets time out cheaply by themselves.
+        socket_timeouts=True,
     )
 
 
@@ -73,6 +75,38 @@ def interrupt(conn: Any) -> None:
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
+
+
+class Deadlines:
+    """Nothing to arm: each blocking socket's own timeout bounds its commands."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def run(self, command: Callable[..., Any], *args: Any) -> Any:
+        return command(*args)
+
+    def close(self) -> None:
+        pass
+
+
+class Slots:
+    """Bounds the Redis operations in flight; callers wait for a free slot."""
+
+    __slots__ = ("_semaphore",)
+
+    def __init__(self, size: int) -> None:
+        self._semaphore = threading.BoundedSemaphore(size)
+
+    def take(self) -> bool:
+        return self._semaphore.acquire(blocking=False)
+
+    def wait(self, timeout: float) -> None:
+        if not self._semaphore.acquire(timeout=timeout):
+            raise TimeoutError(f"no Redis connection became free within {timeout}s")
+
+    def release(self) -> None:
+        self._semaphore.release()
 
 
 class Flight:

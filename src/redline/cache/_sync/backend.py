@@ -16,8 +16,16 @@ from time import perf_counter_ns
 from typing import Any
 
 from redline.cache import _scripts
-from redline.cache._sync_io import Worker, interrupt, load_redis, read_message, sleep
-from redline.cache._breaker import HALF_OPEN, OPEN, Breaker
+from redline.cache._sync_io import (
+    Deadlines,
+    Slots,
+    Worker,
+    interrupt,
+    load_redis,
+    read_message,
+    sleep,
+)
+from redline.cache._breaker import CLOSED, HALF_OPEN, OPEN, Breaker
 from redline.cache._keys import KeySpace, escape_glob
 from redline.cache._redis_tier import RedisTier
 from redline.cache._stats import Latency
@@ -39,9 +47,10 @@ class SyncRedisBackend:
         self.latency = Latency()
         self.errors = 0
         self.skipped = 0
-        self.bytes_read = 0
+        self.bytes_read = 0  # counted by the cache, which looks at every blob anyway
         self.bytes_written = 0
         self.tracking = False
+        self.tracked_reads = tier.consistency == "tracked"
         self._sink = sink
         self._pending: list[tuple[str, Any]] = []
         self._overflow = False
@@ -50,8 +59,13 @@ class SyncRedisBackend:
         self._listen_conn: Any = None
         errors = redis.exceptions
         no_retry = redis.Retry(redis.NoBackoff(), 0)
-        self._pool = redis.BlockingConnectionPool.from_url(
-            tier.url, retry=no_retry, **tier.pool_kwargs()
+        # The pool never runs out: Slots bounds the operations in flight to its size and
+        # makes callers wait for a slot (redis-py's BlockingConnectionPool would too, at the
+        # cost of a timer and a condition per command).
+        self._slots = Slots(tier.pool_size)
+        self._deadlines = Deadlines(tier.timeout)
+        self._pool = redis.ConnectionPool.from_url(
+            tier.url, retry=no_retry, **tier.pool_kwargs(socket_timeout=redis.socket_timeouts)
         )
         try:
             # Builds a connection object without connecting, so that a misspelt option
@@ -62,6 +76,10 @@ class SyncRedisBackend:
                 f"RedisTier options {sorted(tier.options)}: not accepted by redis-py ({exc})"
             ) from None
         self._client = redis.Redis(connection_pool=self._pool, retry=no_retry)
+        self._listen_kwargs = {
+            **self._pool.connection_kwargs,
+            "socket_timeout": max(tier.timeout, tier.connect_timeout),
+        }
         self._outage_errors = (errors.ConnectionError, errors.TimeoutError, OSError, TimeoutError)
         self._errors = (errors.RedisError, OSError, TimeoutError)
         self._noscript = errors.NoScriptError
@@ -69,7 +87,8 @@ class SyncRedisBackend:
     # -- the guarded call -------------------------------------------------------------------
 
     def _run(self, op: Callable[..., Any], *args: Any) -> Any:
-        state = self.breaker.acquire()
+        breaker = self.breaker
+        state = CLOSED if breaker.state == CLOSED else breaker.acquire()
         if state == OPEN:
             self.skipped += 1
             return None
@@ -77,9 +96,14 @@ class SyncRedisBackend:
             self._listener = Worker(self._listen, name="redline-cache-tracking")
         start = perf_counter_ns()
         try:
-            if self._pending or self._overflow:
-                self._replay()
-            result = op(*args)
+            if not self._slots.take():
+                self._slots.wait(self.tier.pool_timeout)
+            try:
+                if self._pending or self._overflow:
+                    self._replay()
+                result = op(*args)
+            finally:
+                self._slots.release()
         except self._errors as exc:
             self.errors += 1
             if isinstance(exc, self._outage_errors):
@@ -100,37 +124,33 @@ class SyncRedisBackend:
             return None
         if state == HALF_OPEN:
             log.warning("redis %s answers again; L2 back on", self.tier.url.split("@")[-1])
-        self.breaker.success()
+        if breaker.failures or breaker.state != CLOSED:
+            breaker.success()
         self.latency.record(perf_counter_ns() - start)
         return result
 
     def _script(self, script: _scripts.Script, keys: list[str], args: list[Any]) -> Any:
         try:
-            return self._client.execute_command(
-                "EVALSHA", script.sha, len(keys), *keys, *args
-            )
+            return self._command("EVALSHA", script.sha, len(keys), *keys, *args)
         except self._noscript:
-            return self._client.execute_command(
-                "EVAL", script.source, len(keys), *keys, *args
-            )
+            return self._command("EVAL", script.source, len(keys), *keys, *args)
+
+    def _command(self, *args: Any) -> Any:
+        """One Redis command, failing with TimeoutError after ``tier.timeout`` seconds."""
+        return self._deadlines.run(self._client.execute_command, *args)
 
     # -- operations -------------------------------------------------------------------------
 
     def get(self, rkeys: list[str]) -> list[bytes | None] | None:
         """Return the raw entries (None where missing), or None when Redis is unavailable."""
-        blobs = self._run(self._client.execute_command, "MGET", *rkeys)
-        if blobs is not None:
-            self.bytes_read += sum(len(blob) for blob in blobs if blob)
-        return blobs
+        return self._run(self._deadlines.run, self._client.execute_command, "MGET", *rkeys)
 
     def read(self, rkeys: list[str]) -> tuple[list[bytes | None], float] | None:
         """Like :meth:`get`, with tags checked in Redis; also return the server time (µs)."""
         reply = self._run(self._script, _scripts.READ, rkeys, [self.keys.tags])
         if reply is None:
             return None
-        blobs = reply[:-1]
-        self.bytes_read += sum(len(blob) for blob in blobs if blob)
-        return blobs, float(reply[-1])
+        return reply[:-1], float(reply[-1])
 
     def write(
         self, items: list[tuple[str, bytes, int]], asof: float
@@ -158,7 +178,7 @@ class SyncRedisBackend:
     def _unlink(self, rkeys: list[str]) -> int:
         removed = 0
         for i in range(0, len(rkeys), _UNLINK_BATCH):
-            removed += self._client.unlink(*rkeys[i : i + _UNLINK_BATCH])
+            removed += self._command("UNLINK", *rkeys[i : i + _UNLINK_BATCH])
         return removed
 
     def invalidate_tags(self, tags: tuple[str, ...], ttl_ms: int) -> float | None:
@@ -171,7 +191,7 @@ class SyncRedisBackend:
         return float(at)
 
     def tag_times(self, tags: list[str]) -> list[float | None] | None:
-        raw = self._run(self._client.mget, [self.keys.tag(tag) for tag in tags])
+        raw = self._run(self._command, "MGET", *[self.keys.tag(tag) for tag in tags])
         if raw is None:
             return None
         return [None if value is None else float(value) for value in raw]
@@ -188,14 +208,17 @@ class SyncRedisBackend:
         removed = 0
         cursor = 0
         while True:
-            cursor, found = self._client.scan(cursor, match=match, count=_SCAN_COUNT)
+            cursor, found = self._command(
+                "SCAN", cursor, "MATCH", match, "COUNT", _SCAN_COUNT
+            )
+            cursor = int(cursor)
             if found:
-                removed += self._client.unlink(*found)
+                removed += self._command("UNLINK", *found)
             if not cursor:
                 return removed
 
     def ping(self) -> bool:
-        return bool(self._run(self._client.ping))
+        return bool(self._run(self._command, "PING"))
 
     # -- replay after an outage -------------------------------------------------------------
 
@@ -243,7 +266,7 @@ class SyncRedisBackend:
         delay = 0.05
         refused = ""
         while not self._closing:
-            conn = self._pool.connection_class(**self._pool.connection_kwargs)
+            conn = self._pool.connection_class(**self._listen_kwargs)
             self._listen_conn = conn
             try:
                 conn.connect()
@@ -324,5 +347,6 @@ class SyncRedisBackend:
             interrupt(self._listen_conn)
             self._listener.stop()
             self._listener = None
+        self._deadlines.close()
         self._client.close()
         self._pool.disconnect()

@@ -125,25 +125,22 @@ class SyncCache:
         """Return the value cached under ``key``, or ``default``."""
         try:
             entry = self._data[key]
+            # Literal indices (EXPIRES, TAGS, SEEN, HITS, VALUE): a named constant costs a
+            # global lookup each, a fifth of this path.
+            if entry[1] > monotonic() and (entry[2] is None or entry[6] == self._tags.epoch):
+                entry[5] += 1
+                return entry[0]
         except (KeyError, TypeError):
-            return self._get(key, default)
-        # Literal indices (EXPIRES, TAGS, SEEN, HITS, VALUE): a named constant costs a
-        # global lookup each, a fifth of this path.
-        if entry[1] > monotonic() and (entry[2] is None or entry[6] == self._tags.epoch):
-            entry[5] += 1
-            return entry[0]
-        return self._get(key, default)
-
-    def _get(self, key: str, default: Any) -> Any:
+            pass
+        # The miss path is inlined too: one coroutine less per Redis read.
         local = self._keys.local(key)
-        value = self._l1_get(local)
-        if value is not _MISS:
-            return value
-        if self._l2 is not None:
-            found, _ = self._l2_get([local])
-            value = found.get(local, _MISS)
+        if self._l1 is not None:
+            value = self._l1_get(local)
             if value is not _MISS:
                 return value
+        if self._l2 is not None:
+            found, _ = self._l2_get([local], asof=False)
+            return found.get(local, default)
         return default
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
@@ -160,7 +157,7 @@ class SyncCache:
         if missing and self._l2 is not None:
             for i in range(0, len(missing), _BATCH):
                 batch = list(missing)[i : i + _BATCH]
-                hits, _ = self._l2_get(batch)
+                hits, _ = self._l2_get(batch, asof=False)
                 for local, value in hits.items():
                     found[missing[local]] = value
         return found
@@ -266,87 +263,104 @@ class SyncCache:
             self._l1_latency.record(perf_counter_ns() - start)
         return value
 
-    def _l2_get(self, locals_: list[str]) -> tuple[dict[str, Any], float]:
+    def _l2_get(self, locals_: list[str], asof: bool = True) -> tuple[dict[str, Any], float]:
         """Read ``locals_`` from L2 in one round trip; fill L1 with what it returns.
 
-        Also return a server time (µs) no later than the read: the ``asof`` of a value about
-        to be loaded after a miss.
+        With ``asof``, also return a server time (µs) no later than the read: the ``asof`` of
+        a value about to be loaded after a miss.
         """
         l2 = self._l2
         assert l2 is not None
-        rkeys = [self._keys.entry(local) for local in locals_]
+        prefix = self._keys.entries
+        rkeys = [prefix + local for local in locals_]
         generation = self._generation
-        if l2.tracking and self._clock_known and l2.tier.consistency == "tracked":
-            asof_now = self._now()
-            blobs = l2.get(rkeys)
-            checked = False
-        else:
+        checked = not (l2.tracking and self._clock_known and l2.tracked_reads)
+        if checked:
             sent = time()
             reply = l2.read(rkeys)
             blobs, asof_now = reply if reply is not None else (None, 0.0)
             if reply is not None:
                 self._observe_clock(asof_now, sent, time())
-            checked = True
+        else:
+            asof_now = self._now() if asof else 0.0
+            blobs = l2.get(rkeys)
         if blobs is None:
             self._l2_misses += len(locals_)
             return {}, 0.0
-        entries = []
+        fill = self._l1 is not None and generation == self._generation and l2.tracking_ok()
+        found: dict[str, Any] = {}
         broken: list[str] = []
-        unknown: set[str] = set()
-        for local, rkey, blob in zip(locals_, rkeys, blobs, strict=True):
+        unsure: list[tuple[str, bytes, tuple[Any, ...]]] = []
+        for local, blob in zip(locals_, blobs, strict=True):
             if blob is None:
                 self._l2_misses += 1
                 continue
+            l2.bytes_read += len(blob)
             try:
                 header = unpack(blob)
             except CodecError as exc:
                 self._drop_undecodable(local, exc)
-                broken.append(rkey)
+                broken.append(prefix + local)
                 continue
-            tags = header[3]
-            if tags and not checked and self._tags.verdict(tags, header[1]) is None:
-                unknown.update(tags)
-            entries.append((local, rkey, blob, header))
-        if unknown:
-            self._learn_tags(sorted(unknown))
-        l1 = self._l1
-        fill = l1 is not None and generation == self._generation and l2.tracking_ok()
-        found: dict[str, Any] = {}
-        for local, rkey, blob, (compressed, asof, expires, tags, body) in entries:
-            if tags and not checked:
-                verdict = self._tags.verdict(tags, asof)
-                if verdict is not True:
-                    # Stale (then removed, as Redis would), or unverifiable for now: a miss.
-                    self._l2_misses += 1
-                    if verdict is False:
-                        broken.append(rkey)
+            if header[3] and not checked:
+                verdict = self._tags.verdict(header[3], header[1])
+                if verdict is None:
+                    unsure.append((local, blob, header))
                     continue
-            try:
-                if compressed:
-                    body = self._compressor.decompress(body)
-                value = self._codec.decode(body)
-            except CodecError as exc:
-                self._drop_undecodable(local, exc)
-                broken.append(rkey)
-                continue
-            self._l2_hits += 1
-            found[local] = value
-            if fill and (not tags or self._tags.fresh(tags, asof)):
-                # The L1 copy expires no later than the L2 entry it came from.
-                lifetime = min((expires - self._now_late()) / 1e6, l1.ttl)  # type: ignore[union-attr]
-                if lifetime > 0:
-                    l1.put(  # type: ignore[union-attr]
-                        local,
-                        value,
-                        monotonic() + lifetime,
-                        tags,
-                        asof,
-                        len(blob),
-                        self._tags.epoch,
-                    )
+                if verdict is False:
+                    self._drop_stale(local, broken)
+                    continue
+            self._accept(local, blob, header, fill, found, broken)
+        if unsure:
+            # Tags this process has not seen yet: read their times once; the invalidation
+            # stream keeps them current from then on.
+            self._learn_tags(sorted({tag for _, _, header in unsure for tag in header[3]}))
+            for local, blob, header in unsure:
+                verdict = self._tags.verdict(header[3], header[1])
+                if verdict is True:
+                    self._accept(local, blob, header, fill, found, broken)
+                elif verdict is False:
+                    self._drop_stale(local, broken)
+                else:  # the tag times could not be read: a miss, not a verdict
+                    self._l2_misses += 1
         if broken:
             l2.unlink(broken)
         return found, asof_now
+
+    def _accept(
+        self,
+        local: str,
+        blob: bytes,
+        header: tuple[Any, ...],
+        fill: bool,
+        found: dict[str, Any],
+        broken: list[str],
+    ) -> None:
+        """Decode an entry read from L2 into ``found`` and, when ``fill``, into L1."""
+        compressed, asof, expires, tags, body = header
+        try:
+            if compressed:
+                body = self._compressor.decompress(body)
+            value = self._codec.decode(body)
+        except CodecError as exc:
+            self._drop_undecodable(local, exc)
+            broken.append(self._keys.entries + local)
+            return
+        self._l2_hits += 1
+        found[local] = value
+        if fill and (not tags or self._tags.fresh(tags, asof)):
+            l1 = self._l1
+            assert l1 is not None
+            # The L1 copy expires no later than the L2 entry it came from.
+            lifetime = min((expires - self._now_late()) / 1e6, l1.ttl)
+            if lifetime > 0:
+                l1.put(
+                    local, value, monotonic() + lifetime, tags, asof, len(blob), self._tags.epoch
+                )
+
+    def _drop_stale(self, local: str, broken: list[str]) -> None:
+        self._l2_misses += 1
+        broken.append(self._keys.entries + local)
 
     def _drop_undecodable(self, local: str, exc: CodecError) -> None:
         # An entry this cache cannot read is a miss, and is removed for everyone.
