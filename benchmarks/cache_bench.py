@@ -271,7 +271,15 @@ def health_note(cache: Cache, before: tuple[int, int]) -> str:
 
 
 def raw_client(url: str) -> aredis.Redis:
-    """redis-py asyncio with redline's pool shape: blocking pool, RESP2, hiredis parser."""
+    """redis-py asyncio as it comes (plain pool, no timeouts), RESP2, hiredis parser.
+
+    The cheapest GET redis-py offers: the reference redline's Redis reads are held to.
+    """
+    return aredis.Redis.from_url(url, protocol=2, max_connections=max(POOL_SIZE, 128))
+
+
+def raw_blocking_client(url: str) -> aredis.Redis:
+    """redis-py asyncio with a bounded pool that waits (BlockingConnectionPool)."""
     pool = aredis.BlockingConnectionPool.from_url(url, max_connections=POOL_SIZE, protocol=2)
     return aredis.Redis(connection_pool=pool)
 
@@ -458,13 +466,15 @@ async def async_decorators(
         await aiocache_user.cache.close()
 
 
-RAW = "raw redis-py GET (pool 32, RESP2, hiredis)"
+RAW = "raw redis-py GET (default client, RESP2, hiredis)"
+RAW_BLOCKING = "raw redis-py GET (BlockingConnectionPool of 32)"
 REDLINE_L2 = "redline Cache(l1=None).get (tracked: one MGET)"
 REDLINE_L2_STRICT = "redline Cache(l1=None, strict).get (READ script)"
 
 
 async def l2_sections(server: RedisServer, loop: str, s: Settings) -> list[Result]:
     raw = raw_client(server.url)
+    raw_blocking = raw_blocking_client(server.url)
     rl = Cache(l1=None, l2=RedisTier.from_url(server.url), namespace=f"bench-l2-{loop}")
     strict = Cache(
         l1=None,
@@ -505,6 +515,7 @@ async def l2_sections(server: RedisServer, loop: str, s: Settings) -> list[Resul
                         await_loop(raw.get, keys["raw"], tasks),
                         fields={"ref": True, "anchor_ns": anchors[0]},
                     ),
+                    Case(RAW_BLOCKING, await_loop(raw_blocking.get, keys["raw"], tasks)),
                     Case(REDLINE_L2, await_loop(rl.get, KEY, tasks)),
                     Case(REDLINE_L2_STRICT, await_loop(strict.get, KEY, tasks)),
                     Case(
@@ -530,6 +541,7 @@ async def l2_sections(server: RedisServer, loop: str, s: Settings) -> list[Resul
     finally:
         await rl.aclose()
         await strict.aclose()
+        await raw_blocking.aclose()
         await cashews.close()
         await aio.close()
         await raw.aclose()

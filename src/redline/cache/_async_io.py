@@ -170,8 +170,11 @@ class Flight:
     def fail(self, exc: BaseException) -> None:
         self._future.set_exception(exc)
 
-    async def wait(self) -> Any:
-        return await asyncio.shield(self._future)
+    async def wait(self, timeout: float | None = None) -> Any:
+        """The load's result; TimeoutError after ``timeout`` seconds (the load goes on)."""
+        if timeout is None:
+            return await asyncio.shield(self._future)
+        return await asyncio.wait_for(asyncio.shield(self._future), timeout)
 
 
 def _consume(future: asyncio.Future[Any]) -> None:

@@ -1,7 +1,8 @@
 """Key layout in Redis, key validation, over-long key hashing and glob matching.
 
 Every Redis key the cache writes lives under one prefix per cache,
-``{prefix}:{namespace}:{version}:``, followed by ``k:`` for entries and ``t:`` for tag clocks.
+``{prefix}:{namespace}:{version}:``, followed by ``k:`` for entries, ``t:`` for tag clocks
+and ``l:`` for load locks.
 Bumping ``version`` orphans every entry at once (they expire by TTL), which is how a deploy
 that changes the shape of cached values stays safe.
 
@@ -22,7 +23,7 @@ _HASH_MARK = "#h:"
 class KeySpace:
     """Maps user keys and tags to Redis keys for one cache."""
 
-    __slots__ = ("prefix", "entries", "tags", "max_key_length")
+    __slots__ = ("prefix", "entries", "tags", "locks", "max_key_length")
 
     def __init__(
         self, namespace: str, version: int | str, prefix: str, max_key_length: int
@@ -37,6 +38,7 @@ class KeySpace:
         self.prefix = f"{prefix}:{namespace}:{version}:"
         self.entries = self.prefix + "k:"
         self.tags = self.prefix + "t:"
+        self.locks = self.prefix + "l:"
         self.max_key_length = max_key_length
 
     def local(self, key: str) -> str:
@@ -56,6 +58,9 @@ class KeySpace:
 
     def tag(self, tag: str) -> str:
         return self.tags + tag
+
+    def lock(self, local_key: str) -> str:
+        return self.locks + local_key
 
 
 def check_tags(tags: object) -> tuple[str, ...]:

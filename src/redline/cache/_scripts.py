@@ -10,6 +10,9 @@ caller passed 0 and its ``expires`` always, and skips an entry whose tags were i
 or after its ``asof`` time. It returns the stamp and, per key, 1 (stored) or 0 (skipped).
 
 INVALIDATE sets each tag clock to the server time with the given TTL and returns that time.
+
+UNLOCK deletes a load lock only if it still holds the caller's token (its lease may have
+expired and another process taken it).
 """
 
 from __future__ import annotations
@@ -103,5 +106,15 @@ for _, k in ipairs(KEYS) do
   redis.call('SET', k, string.format('%.0f', at), 'PX', ARGV[1])
 end
 return at
+""",
+)
+
+UNLOCK = Script(
+    "unlock",
+    """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('UNLINK', KEYS[1])
+end
+return 0
 """,
 )

@@ -123,8 +123,9 @@ class Flight:
     def fail(self, exc: BaseException) -> None:
         self._future.set_exception(exc)
 
-    def wait(self) -> Any:
-        return self._future.result()
+    def wait(self, timeout: float | None = None) -> Any:
+        """The load's result; TimeoutError after ``timeout`` seconds (the load goes on)."""
+        return self._future.result(timeout)
 
 
 class Worker:

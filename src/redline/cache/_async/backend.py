@@ -195,6 +195,17 @@ class AsyncRedisBackend:
             return None
         return [None if value is None else float(value) for value in raw]
 
+    async def lock(self, rkey: str, token: str, lease_ms: int) -> bool | None:
+        """Take a load lock: True (taken), False (held by another), None (Redis unavailable)."""
+        return await self._run(self._set_nx, rkey, token, lease_ms)
+
+    async def _set_nx(self, rkey: str, token: str, lease_ms: int) -> bool:
+        return await self._command("SET", rkey, token, "NX", "PX", lease_ms) is not None
+
+    async def unlock(self, rkey: str, token: str) -> None:
+        # A lock that cannot be released expires with its lease.
+        await self._run(self._script, _scripts.UNLOCK, [rkey], [token])
+
     async def unlink_matching(self, pattern: str) -> int | None:
         """UNLINK entries whose L1 key matches the Redis glob ``pattern``, by SCAN batches."""
         match = escape_glob(self.keys.entries) + pattern

@@ -196,6 +196,17 @@ class SyncRedisBackend:
             return None
         return [None if value is None else float(value) for value in raw]
 
+    def lock(self, rkey: str, token: str, lease_ms: int) -> bool | None:
+        """Take a load lock: True (taken), False (held by another), None (Redis unavailable)."""
+        return self._run(self._set_nx, rkey, token, lease_ms)
+
+    def _set_nx(self, rkey: str, token: str, lease_ms: int) -> bool:
+        return self._command("SET", rkey, token, "NX", "PX", lease_ms) is not None
+
+    def unlock(self, rkey: str, token: str) -> None:
+        # A lock that cannot be released expires with its lease.
+        self._run(self._script, _scripts.UNLOCK, [rkey], [token])
+
     def unlink_matching(self, pattern: str) -> int | None:
         """UNLINK entries whose L1 key matches the Redis glob ``pattern``, by SCAN batches."""
         match = escape_glob(self.keys.entries) + pattern

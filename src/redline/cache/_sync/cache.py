@@ -11,6 +11,7 @@ import functools
 import inspect
 import logging
 import math
+import secrets
 from collections.abc import Callable, Iterable, Mapping
 from time import monotonic, perf_counter_ns, time
 from typing import Any
@@ -62,6 +63,8 @@ class SyncCache:
         max_value_bytes: int = 16 * 1024 * 1024,
         key_prefix: str = "redline",
         max_key_length: int = 250,
+        lock: bool = False,
+        lock_lease: float = 10.0,
     ) -> None:
         if not 0 < default_ttl <= max_ttl:
             raise ValueError(
@@ -78,6 +81,12 @@ class SyncCache:
         self._max_value_bytes = max_value_bytes
         self._tags = TagClock()
         self._flights: dict[str, Flight] = {}
+        if lock_lease <= 0:
+            raise ValueError(f"lock_lease={lock_lease}: must be > 0 seconds")
+        self._lock = lock
+        self._lock_lease = float(lock_lease)
+        # Loads this process waits for in other processes, woken by the invalidation stream.
+        self._peers: dict[str, Flight] = {}
         # Bumped by every invalidation; an L2 read that saw it change does not fill L1.
         self._generation = 0
         self._echoes = Echoes()
@@ -222,24 +231,72 @@ class SyncCache:
         self, local: str, loader: Callable[[], Any], ttl: float, tags: tuple[str, ...]
     ) -> Any:
         asof = 0.0
+        token = None
         if self._l2 is not None:
             found, asof = self._l2_get([local])
             value = found.get(local, _MISS)
             if value is not _MISS:
                 return value
-        if not asof:
-            asof = self._now()
-        start = perf_counter_ns()
+            if self._lock and self._l2.tracking:
+                value, asof, token = self._lead_or_follow(local, asof)
+                if value is not _MISS:
+                    return value
         try:
-            value = call_loader(loader)
-        except Exception:
-            self._load_errors += 1
-            raise
+            if not asof:
+                asof = self._now()
+            start = perf_counter_ns()
+            try:
+                value = call_loader(loader)
+            except Exception:
+                self._load_errors += 1
+                raise
+            finally:
+                self._load_latency.record(perf_counter_ns() - start)
+            self._loads += 1
+            self._store({local: value}, ttl, tags, asof)
+            return value
         finally:
-            self._load_latency.record(perf_counter_ns() - start)
-        self._loads += 1
-        self._store({local: value}, ttl, tags, asof)
-        return value
+            if token is not None:
+                self._l2.unlock(self._keys.lock(local), token)  # type: ignore[union-attr]
+
+    def _lead_or_follow(self, local: str, asof: float) -> tuple[Any, float, str | None]:
+        """Become the one process loading ``local``, or wait for the one that is.
+
+        Returns (value, asof, None) when another process loaded it, or (_MISS, asof, token)
+        when this process holds the lock and loads (token None: no lock could be had, load
+        anyway). A follower wakes on the invalidation message of the entry or of the lock,
+        so it waits for the leader's write, not for a polling interval.
+        """
+        assert self._l2 is not None
+        lock_key = self._keys.lock(local)
+        token = secrets.token_hex(8)
+        lease_ms = int(self._lock_lease * 1000)
+        give_up = monotonic() + self._lock_lease
+        first = True
+        while True:
+            waiter = Flight()
+            self._peers[local] = waiter
+            try:
+                held = self._l2.lock(lock_key, token, lease_ms)
+                if held is None:
+                    return _MISS, asof, None
+                if not first or not held:
+                    # The leader may have written between our read and our lock attempt.
+                    found, seen = self._l2_get([local])
+                    asof = seen or asof
+                    if local in found:
+                        if held:
+                            self._l2.unlock(lock_key, token)
+                        return found[local], asof, None
+                if held:
+                    return _MISS, asof, token
+                first = False
+                waiter.wait(max(0.0, give_up - monotonic()))
+            except TimeoutError:
+                return _MISS, asof, None  # the leader is too slow: load here too
+            finally:
+                if self._peers.get(local) is waiter:
+                    del self._peers[local]
 
     def _l1_get(self, local: str) -> Any:
         l1 = self._l1
@@ -590,6 +647,9 @@ class SyncCache:
         self._generation += 1
         self._echoes.reset()
         self._tags.forget()
+        # Messages may have been missed: followers look again.
+        for local in list(self._peers):
+            self._wake(local)
         if self._l1 is not None:
             self._l1.clear()
 
@@ -605,11 +665,14 @@ class SyncCache:
             rkey = raw.decode()
             if rkey.startswith(entries):
                 local = rkey[len(entries) :]
+                self._wake(local)
                 if self._echoes.consume(local):
                     continue
                 self._generation += 1
                 if self._l1 is not None:
                     self._l1.delete(local)
+            elif rkey.startswith(self._keys.locks):
+                self._wake(rkey[len(self._keys.locks) :])
             elif rkey.startswith(tags_prefix):
                 self._generation += 1
                 tag = rkey[len(tags_prefix) :]
@@ -617,6 +680,11 @@ class SyncCache:
                 changed.append(tag)
         if changed:
             self._learn_tags(changed)
+
+    def _wake(self, local: str) -> None:
+        waiter = self._peers.pop(local, None)
+        if waiter is not None:
+            waiter.resolve(None)
 
     def on_idle(self) -> None:
         unknown = self._tags.unknown_tags()
