@@ -14,27 +14,13 @@ from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
 
-from redline.cache._exceptions import RedlineCacheError
+from redline.cache import _redis_client
 
 
 def load_redis() -> SimpleNamespace:
-    """redis-py's client classes for this flavour, or a clear error when it is missing."""
-    try:
-        import redis.asyncio as client
-        from redis import backoff, exceptions
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise RedlineCacheError(
-            "the Redis tier needs redis-py: pip install 'redline[redis]'"
-        ) from None
-    return SimpleNamespace(
-        Redis=client.Redis,
-        ConnectionPool=client.ConnectionPool,
-        Retry=client.retry.Retry,
-        NoBackoff=backoff.NoBackoff,
-        exceptions=exceptions,
-        # asyncio socket timeouts cost a task per send; commands are bounded by deadline().
-        socket_timeouts=False,
-    )
+    """redis-py for asyncio, without socket timeouts: they cost a task per send here, so
+    Deadlines bounds each command instead."""
+    return _redis_client.load_redis("redis.asyncio", socket_timeouts=False)
 
 
 def is_native(fn: Callable[..., Any]) -> bool:

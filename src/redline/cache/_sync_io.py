@@ -15,27 +15,12 @@ from concurrent.futures import Future
 from types import SimpleNamespace
 from typing import Any
 
-from redline.cache._exceptions import RedlineCacheError
+from redline.cache import _redis_client
 
 
 def load_redis() -> SimpleNamespace:
-    """redis-py's client classes for this flavour, or a clear error when it is missing."""
-    try:
-        import redis as client
-        from redis import backoff, exceptions
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise RedlineCacheError(
-            "the Redis tier needs redis-py: pip install 'redline[redis]'"
-        ) from None
-    return SimpleNamespace(
-        Redis=client.Redis,
-        ConnectionPool=client.ConnectionPool,
-        Retry=client.retry.Retry,
-        NoBackoff=backoff.NoBackoff,
-        exceptions=exceptions,
-        # Blocking sockets time out cheaply by themselves.
-        socket_timeouts=True,
-    )
+    """Threaded redis-py, with socket timeouts: blocking sockets time out cheaply."""
+    return _redis_client.load_redis("redis", socket_timeouts=True)
 
 
 def is_native(fn: Callable[..., Any]) -> bool:
