@@ -60,8 +60,9 @@ async def _tour(url: str, server: RedisServer | None, console: Console) -> list[
         return {"id": fund_id, "name": f"Fund {fund_id}", "called": 125_000.0}
 
     tier = RedisTier.from_url(url, breaker_duration=0.5)
-    app = Cache(l1=MemoryTier(), l2=tier, namespace="tour")
-    other = Cache(l1=MemoryTier(), l2=tier, namespace="tour")  # a second process, in effect
+    app = Cache(l1=MemoryTier(), l2=tier, namespace="tour", lock=True)
+    # A second process, in effect: its own L1, invalidation stream and load lock.
+    other = Cache(l1=MemoryTier(), l2=tier, namespace="tour", lock=True)
     try:
         await app.clear()
         await asyncio.gather(app.get("warm-up"), other.get("warm-up"))
@@ -92,6 +93,14 @@ async def _tour(url: str, server: RedisServer | None, console: Console) -> list[
         await asyncio.gather(*(app.get_or_set("fund:8", lambda: fund(8)) for _ in range(1000)))
         steps.append(
             Step("1000 concurrent misses run the loader once", f"{loads} load", loads == 1)
+        )
+
+        loads = 0
+        await asyncio.gather(
+            *(cache.get_or_set("fund:9", lambda: fund(9)) for cache in (app, other) * 500)
+        )
+        steps.append(
+            Step("…and once across two processes (lock=True)", f"{loads} load", loads == 1)
         )
 
         await app.invalidate_tags("fund:7")
@@ -140,10 +149,23 @@ def _print_stats(console: Console, cache: Cache) -> None:
     )
 
 
+def _reachable(url: str) -> bool:
+    import redis
+
+    try:
+        with redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1) as client:
+            return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
 def run(redis_url: str | None = None) -> int:
     """Run the tour; return the exit code (0 when every claim held)."""
     console = Console()
     url = redis_url or os.environ.get("REDIS_URL")
+    if url and not _reachable(url):
+        console.print(f"[red]cannot reach Redis at {url}[/]: start it, or omit --redis-url")
+        return 2
     with _redis(url) as (real_url, server):
         source = "a throwaway redis-server" if server else real_url
         console.print(f"[bold]redline cache tour[/] against {source}")
