@@ -1,9 +1,11 @@
 """Cache benchmark: redline against dict, functools, cachetools, cashews and aiocache.
 
 Everything runs in one process, side by side, against one throwaway Redis, so that ratios
-stay comparable where absolute times are noisy. Usage:
+stay comparable where absolute times are noisy; only the cross-process stampede starts worker
+processes (benchmarks/_stampede_worker.py). Usage:
 
     python benchmarks/cache_bench.py [--quick] [--json out.json] [--pin none|split|same]
+                                     [--only sync|async|stampede|xproc|hung ...]
 
 Each contender is calibrated first (which also warms it up) to N operations lasting about
 0.3 s; then the contenders of a section run in turn, 5 rounds, and each reports the median.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import datetime
 import functools
 import importlib.metadata
@@ -24,6 +27,7 @@ import logging
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -57,6 +61,10 @@ ASYNC_L1_TARGET_NS = 500.0
 L2_TARGET_RATIO = 1.10
 GET_MANY_TARGET_SPEEDUP = 10.0
 STAMPEDE_LOAD_S = 0.05
+XPROC_LOAD_S = 0.2
+XPROC_COUNTER = "bench:xproc:loads"  # the workers' loaders INCR it: loader calls, exactly
+XPROC_WORKER = Path(__file__).with_name("_stampede_worker.py")
+SECTIONS = ("sync", "async", "stampede", "xproc", "hung")
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,9 @@ class Settings:
     hung_calls: int = 20
     rival_hung_calls: int = 2
     rival_hung_guard_s: float = 25.0
+    xproc_processes: int = 4
+    xproc_callers: int = 250
+    xproc_lead_s: float = 3.0  # start instant this far ahead: imports and connections are done
 
 
 FULL = Settings()
@@ -84,6 +95,8 @@ class Result:
     name: str
     ns: float | None = None
     count: int | None = None  # stampede rows: loader calls
+    wall_s: float | None = None  # cross-process stampede rows: start instant to last caller done
+    commands: int | None = None  # cross-process stampede rows: Redis commands processed
     per: str = "op"
     ref: bool = False
     anchor_ns: float | None = None
@@ -275,7 +288,7 @@ def raw_client(url: str) -> aredis.Redis:
 
     The cheapest GET redis-py offers: the reference redline's Redis reads are held to.
     """
-    return aredis.Redis.from_url(url, protocol=2, max_connections=max(POOL_SIZE, 128))
+    return aredis.Redis.from_url(url, protocol=2)
 
 
 def raw_blocking_client(url: str) -> aredis.Redis:
@@ -467,7 +480,7 @@ async def async_decorators(
 
 
 RAW = "raw redis-py GET (default client, RESP2, hiredis)"
-RAW_BLOCKING = "raw redis-py GET (BlockingConnectionPool of 32)"
+RAW_BLOCKING = f"raw redis-py GET (BlockingConnectionPool of {POOL_SIZE})"
 REDLINE_L2 = "redline Cache(l1=None).get (tracked: one MGET)"
 REDLINE_L2_STRICT = "redline Cache(l1=None, strict).get (READ script)"
 
@@ -673,6 +686,122 @@ async def stampede_section(server: RedisServer, s: Settings) -> list[Result]:
         await rl.aclose()
         await info.aclose()
     return results
+
+
+def xproc_section(server: RedisServer, s: Settings) -> list[Result]:
+    """Processes sharing one Redis, each with a stampede of its own on the same cold key.
+
+    Each contender gets ``xproc_processes`` fresh workers (benchmarks/_stampede_worker.py,
+    plain asyncio; they inherit this process's CPU affinity) that start at one wall-clock
+    instant and fire ``xproc_callers`` concurrent calls each; the loader INCRs a Redis counter
+    and sleeps ``XPROC_LOAD_S``. Redis commands are counted from the workers' readiness to
+    their last caller (connections opened by the stampede included).
+    """
+    sec = (
+        f"cross-process stampede: {s.xproc_processes} processes x {s.xproc_callers} callers, "
+        "one cold key"
+    )
+    contenders = [
+        ("redline Cache.from_url(lock=True) get_or_set", "redline-lock", ""),
+        ("redline Cache.from_url get_or_set (no lock)", "redline", ""),
+        ("cashews @cache(lock=True)", "cashews-lock", "1 call, 2.9–4.8 s"),
+        ("aiocache @cached_stampede (default pool)", "aiocache-stampede-default", "374 calls"),
+        ("aiocache @cached_stampede (waiting pool of 32)", "aiocache-stampede", "374 calls"),
+    ]
+    setups = {
+        "cashews-lock": "in-process protection on (default), pool: BlockingConnectionPool of 10",
+        "aiocache-stampede-default": "RedLock, lease 2 s; pool: redis-py ConnectionPool of 100",
+        "aiocache-stampede": "RedLock, lease 2 s; pool: BlockingConnectionPool of 32",
+    }
+    results = []
+    with redis.Redis.from_url(server.url) as client:
+        for name, mode, anchor in contenders:
+            flush(server)
+            reports, commands = run_workers(client, server.url, mode, s)
+            calls = int(client.get(XPROC_COUNTER) or 0)
+            wall = max(r["done_s"] for r in reports)
+            notes = [
+                f"wall {wall:.3f} s from the start instant to the last caller done, "
+                f"{commands} Redis commands (Lua-internal included)"
+            ]
+            late = max(r["late_s"] for r in reports)
+            if late > 0.05:
+                notes.append(f"a worker started {late * 1000:.0f} ms after the start instant")
+            if any(r["timed_out"] for r in reports):
+                notes.append("did not finish in 60 s")
+            raised: collections.Counter[str] = collections.Counter()
+            logged: collections.Counter[str] = collections.Counter()
+            for r in reports:
+                raised.update(r.get("errors", {}))
+                logged.update(r["logged"])
+            wrong = sum(r.get("wrong", 0) for r in reports)
+            notes += [f"{n} callers raised {kind}" for kind, n in raised.items()]
+            notes += [f"{wrong} callers got a wrong value"] if wrong else []
+            notes += [f"{lib} logged {n} warnings/errors" for lib, n in logged.items()]
+            if mode in setups:
+                notes.insert(0, setups[mode])
+            if mode == "cashews-lock":
+                notes.append("anchor: 23k Redis commands")
+            result = Result(
+                sec,
+                name,
+                count=calls,
+                wall_s=wall,
+                commands=commands,
+                show_rate=False,
+                anchor_text=anchor,
+                note="; ".join(notes),
+            )
+            if mode == "redline-lock":
+                result.target = "1 loader call, no errors"
+                timed_out = any(r["timed_out"] for r in reports)
+                result.passed = calls == 1 and not (raised or wrong or logged or timed_out)
+            elif mode == "redline":
+                result.ref = True
+                result.note += "; reference: single flight per process only, 1 load per process"
+            results.append(result)
+    return results
+
+
+def run_workers(
+    client: redis.Redis, url: str, mode: str, s: Settings
+) -> tuple[list[dict[str, Any]], int]:
+    """Run one contender's workers; return their reports and the Redis commands of the run."""
+    start_at = time.time() + s.xproc_lead_s
+    argv = [
+        sys.executable,
+        str(XPROC_WORKER),
+        mode,
+        url,
+        repr(start_at),
+        str(s.xproc_callers),
+        str(XPROC_LOAD_S),
+    ]
+    procs = [
+        subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for _ in range(s.xproc_processes)
+    ]
+    try:
+        ready = [proc.stdout.readline().strip() for proc in procs]  # type: ignore[union-attr]
+        if ready != ["ready"] * len(procs):
+            raise RuntimeError(f"{mode} workers failed to start: {ready}")
+        before = client.info("stats")["total_commands_processed"]
+        lines = [proc.stdout.readline() for proc in procs]  # type: ignore[union-attr]
+        after = client.info("stats")["total_commands_processed"]
+        if not all(lines):
+            raise RuntimeError(f"{mode} workers died before reporting")
+    finally:
+        for proc in procs:
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.close()  # type: ignore[union-attr]  # lets the worker close and exit
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()  # type: ignore[union-attr]
+    return [json.loads(line) for line in lines], after - before - 1
 
 
 async def hung_section(s: Settings) -> list[Result]:
@@ -889,6 +1018,8 @@ def render(results: list[Result], machine: dict[str, Any], console: Console) -> 
             ref = next((r for r in results if r.section == section and r.ref), None)
         if result.count is not None:
             per_op = f"{result.count} loader call{'s' * (result.count != 1)}"
+            if result.wall_s is not None:
+                per_op += f", {result.wall_s:.2f} s"
         else:
             per_op = fmt_time(result.ns) if result.ns is not None else "-"
         ns = result.ns
@@ -945,8 +1076,15 @@ def main() -> int:
         default="none",
         help="CPU pinning of this process and Redis (default: none, the scheduler decides)",
     )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=SECTIONS,
+        help="run only this group of sections (repeatable; default: all)",
+    )
     args = parser.parse_args()
     s = QUICK if args.quick else FULL
+    only = set(args.only or SECTIONS)
     console = Console(width=None if sys.stdout.isatty() else 170)
     logging.getLogger().addHandler(LOGS)
 
@@ -955,18 +1093,25 @@ def main() -> int:
     with RedisServer() as server:
         machine = machine_info(server, pin(server, args.pin))
         console.print(f"[dim]Redis {server.version} on {server.url}; {machine['cpu_pinning']}[/]")
-        console.print("[dim]sync sections...[/]")
-        results += sync_sections(server, s)
+        if "sync" in only:
+            console.print("[dim]sync sections...[/]")
+            results += sync_sections(server, s)
         for loop, factory in (("asyncio", None), ("uvloop", uvloop.new_event_loop)):
+            if "async" in only:
+                flush(server)
+                console.print(f"[dim]async sections on {loop}...[/]")
+                with asyncio.Runner(loop_factory=factory) as runner:
+                    results += runner.run(async_suite(server, loop, s))
+        if "stampede" in only:
             flush(server)
-            console.print(f"[dim]async sections on {loop}...[/]")
-            with asyncio.Runner(loop_factory=factory) as runner:
-                results += runner.run(async_suite(server, loop, s))
-        flush(server)
-        console.print("[dim]stampede...[/]")
-        results += asyncio.run(stampede_section(server, s))
-    console.print("[dim]hung Redis...[/]")
-    results += asyncio.run(hung_section(s))
+            console.print("[dim]stampede...[/]")
+            results += asyncio.run(stampede_section(server, s))
+        if "xproc" in only:
+            console.print("[dim]cross-process stampede...[/]")
+            results += xproc_section(server, s)
+    if "hung" in only:
+        console.print("[dim]hung Redis...[/]")
+        results += asyncio.run(hung_section(s))
     machine["duration_s"] = round(perf_counter() - started, 1)
     machine["load_avg_at_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     results.sort(key=_section_order(results))
@@ -975,6 +1120,7 @@ def main() -> int:
         report = {
             "machine": machine,
             "settings": asdict(s),
+            "sections": sorted(only, key=SECTIONS.index),
             "results": [asdict(r) for r in results],
         }
         args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")

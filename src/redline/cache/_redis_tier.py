@@ -26,7 +26,7 @@ class RedisTier:
     url: str = "redis://127.0.0.1:6379/0"
     timeout: float = 0.05
     connect_timeout: float = 0.25
-    pool_size: int = 32
+    pool_size: int = 100
     pool_timeout: float = 1.0
     breaker_threshold: int = 1
     breaker_duration: float = 1.0
