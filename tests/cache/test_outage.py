@@ -388,3 +388,20 @@ async def test_loader_errors_propagate_while_redis_errors_never_do(flavour, own_
     finally:
         if outage == "hung":
             own_redis.resume()
+
+
+async def test_connections_left_idle_across_a_restart_are_replaced_without_opening_the_breaker(
+    flavour, own_redis
+):
+    cache = flavour.cache(timeout=TIMEOUT, tracking=False)
+    # Several idle connections: concurrent reads each hold one.
+    await asyncio.gather(*(cache.get(f"k{i}") for i in range(8)))
+    own_redis.kill()
+    own_redis.restart()
+
+    await cache.set("after", "restart")
+
+    assert await cache.get_many(["after"]) == {"after": "restart"}
+    stats = cache.stats()["l2"]
+    assert stats["breaker"]["opened"] == 0
+    assert stats["errors"] == 0

@@ -19,7 +19,6 @@ def load_redis(flavour: str, socket_timeouts: bool) -> SimpleNamespace:
             "the Redis tier needs redis-py: pip install 'redline[redis]'"
         ) from None
     return SimpleNamespace(
-        Redis=client.Redis,
         ConnectionPool=client.ConnectionPool,
         Retry=retry.Retry,
         NoBackoff=backoff.NoBackoff,

@@ -59,10 +59,12 @@ class SyncRedisBackend:
         self._listen_conn: Any = None
         errors = redis.exceptions
         no_retry = redis.Retry(redis.NoBackoff(), 0)
-        # The pool never runs out: Slots bounds the operations in flight to its size and
-        # makes callers wait for a slot (redis-py's BlockingConnectionPool would too, at the
-        # cost of a timer and a condition per command).
+        # Connections are driven directly (send, read) rather than through redis-py's client
+        # and pool layers, whose locks, retries and hooks cost more CPU than the rest of a
+        # cache read. Slots bounds the operations in flight, so at most pool_size
+        # connections exist, and makes callers wait for a slot instead of failing.
         self._slots = Slots(tier.pool_size)
+        self._idle: list[Any] = []
         self._deadlines = Deadlines(tier.timeout)
         self._pool = redis.ConnectionPool.from_url(
             tier.url, retry=no_retry, **tier.pool_kwargs(socket_timeout=redis.socket_timeouts)
@@ -75,7 +77,6 @@ class SyncRedisBackend:
             raise TypeError(
                 f"RedisTier options {sorted(tier.options)}: not accepted by redis-py ({exc})"
             ) from None
-        self._client = redis.Redis(connection_pool=self._pool, retry=no_retry)
         self._listen_kwargs = {
             **self._pool.connection_kwargs,
             "socket_timeout": max(tier.timeout, tier.connect_timeout),
@@ -83,6 +84,8 @@ class SyncRedisBackend:
         self._outage_errors = (errors.ConnectionError, errors.TimeoutError, OSError, TimeoutError)
         self._errors = (errors.RedisError, OSError, TimeoutError)
         self._noscript = errors.NoScriptError
+        self._error_reply = errors.ResponseError
+        self._broken = (errors.ConnectionError, ConnectionError)
 
     # -- the guarded call -------------------------------------------------------------------
 
@@ -137,13 +140,43 @@ class SyncRedisBackend:
 
     def _command(self, *args: Any) -> Any:
         """One Redis command, failing with TimeoutError after ``tier.timeout`` seconds."""
-        return self._deadlines.run(self._client.execute_command, *args)
+        return self._deadlines.run(self._call, *args)
+
+    def _call(self, *args: Any) -> Any:
+        # Only called inside a slot, so an idle connection or room for a new one exists.
+        if self._idle:
+            try:
+                return self._exchange(self._idle.pop(), args)
+            except self._broken:
+                # Likely closed while idle (Redis restarted, a proxy timed it out): so are
+                # its idle siblings. A fresh connection tells a dead server from a dead socket.
+                idle, self._idle = self._idle, []
+                for conn in idle:
+                    conn.disconnect()
+        return self._exchange(self._new_connection(), args)
+
+    def _exchange(self, conn: Any, args: tuple[Any, ...]) -> Any:
+        try:
+            conn.send_command(*args)
+            reply = conn.read_response()
+        except self._error_reply:
+            self._idle.append(conn)  # an error reply leaves the connection in step
+            raise
+        except BaseException:
+            # The reply may still be on its way: this connection is out of step for good.
+            conn.disconnect()
+            raise
+        self._idle.append(conn)
+        return reply
+
+    def _new_connection(self) -> Any:
+        return self._pool.connection_class(**self._pool.connection_kwargs)
 
     # -- operations -------------------------------------------------------------------------
 
     def get(self, rkeys: list[str]) -> list[bytes | None] | None:
         """Return the raw entries (None where missing), or None when Redis is unavailable."""
-        return self._run(self._deadlines.run, self._client.execute_command, "MGET", *rkeys)
+        return self._run(self._deadlines.run, self._call, "MGET", *rkeys)
 
     def read(self, rkeys: list[str]) -> tuple[list[bytes | None], float] | None:
         """Like :meth:`get`, with tags checked in Redis; also return the server time (µs)."""
@@ -359,5 +392,7 @@ class SyncRedisBackend:
             self._listener.stop()
             self._listener = None
         self._deadlines.close()
-        self._client.close()
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.disconnect()
         self._pool.disconnect()
