@@ -1,8 +1,9 @@
 """Deterministic cache keys and tags for decorated functions.
 
-A key is the function's qualified name plus its bound arguments encoded as canonical JSON
-(orjson, sorted keys), so it is the same in every process and across restarts, unlike
-``hash()``. ``self`` and ``cls`` are left out; other arguments that JSON cannot encode need an
+A key is the function's qualified name plus the values of its bound arguments, defaults
+applied, in signature order, as canonical JSON (orjson, dict keys sorted): ``pkg.mod.f:[1,"EUR"]``
+for ``f(1)`` and ``f(item_id=1)`` alike. It is the same in every process and across restarts,
+unlike ``hash()``. ``self`` and ``cls`` are left out; arguments that JSON cannot encode need an
 explicit ``key=`` template or callable.
 """
 
@@ -33,14 +34,17 @@ class CallKey:
         self.signature = inspect.signature(fn)
         params = list(self.signature.parameters)
         self.skip_first = bool(params) and params[0] in ("self", "cls")
-        plain = all(
+        # Calls passing every parameter positionally skip signature binding, the slow part.
+        self.positional = all(
             p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
             for p in self.signature.parameters.values()
         )
-        # Calls passing every parameter positionally can skip signature binding, the slow part.
-        self.names = tuple(params) if plain and not self.skip_first else None
+        self.arity = len(params)
+        self.prefix = self.name + ":"
         self.key = key
+        self.key_is_template = isinstance(key, str)
         self.tags = tags
+        self.tags_are_callable = callable(tags)
         self.templated_tags = not callable(tags) and any("{" in t for t in tags)
 
     def __call__(
@@ -49,12 +53,12 @@ class CallKey:
         key = self.key
         if key is None:
             key = self._default_key(args, kwargs)
-        elif callable(key):
-            key = key(*args, **kwargs)
-        else:
+        elif self.key_is_template:
             key = key.format(**self._bound(args, kwargs))
+        else:
+            key = key(*args, **kwargs)
         tags = self.tags
-        if callable(tags):
+        if self.tags_are_callable:
             tags = tuple(tags(*args, **kwargs))
         elif self.templated_tags:
             bound = self._bound(args, kwargs)
@@ -62,19 +66,18 @@ class CallKey:
         return key, tags  # type: ignore[return-value]
 
     def _default_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-        names = self.names
-        if names is not None and not kwargs and len(args) == len(names):
-            bound = dict(zip(names, args, strict=True))
+        if self.positional and not kwargs and len(args) == self.arity:
+            values = args[1:] if self.skip_first else args
         else:
-            bound = self._bound(args, kwargs)
+            values = tuple(self._bound(args, kwargs).values())
         try:
-            encoded = orjson.dumps(bound, option=_OPTS).decode()
+            encoded = orjson.dumps(values, option=_OPTS)
         except TypeError as exc:
             raise CacheKeyError(
                 f"cannot build a cache key for {self.name}: {exc}; "
                 "pass key='template {arg}' or key=callable to @cached"
             ) from None
-        return self.name + ":" + encoded
+        return self.prefix + encoded.decode()
 
     def _bound(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         try:
