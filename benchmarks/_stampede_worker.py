@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aredis
+from cache_bench import LogCounter  # this script runs from benchmarks/, beside it
 
 COUNTER = "bench:xproc:loads"
 KEY = "user:42"
@@ -42,17 +43,6 @@ MODES = (
 
 Call = Callable[[], Awaitable[Any]]
 Close = Callable[[], Awaitable[Any]]
-
-
-class LogCounter(logging.Handler):
-    """Counts (instead of printing) what the libraries log at WARNING and above."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.counts: collections.Counter[str] = collections.Counter()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.counts[record.name.split(".")[0]] += 1
 
 
 async def contender(mode: str, url: str, load: Callable[..., Awaitable[Any]]) -> tuple[Call, Close]:
