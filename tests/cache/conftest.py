@@ -61,6 +61,15 @@ class Face:
             assert monotonic() < deadline, "the invalidation listener never subscribed"
             await asyncio.sleep(0.01)
 
+    async def fill_l1(self, keys: list[str]) -> None:
+        """Read ``keys`` back into L1 once the echoes of this cache's own writes are in.
+
+        Redis tells every subscriber, the writer too, of every write, and the writer's L1
+        drops its copy then; the next read from Redis fills L1 again.
+        """
+        await asyncio.sleep(SETTLE)
+        await self.get_many(keys)
+
     async def close(self) -> None:
         if self.is_async:
             await self.cache.aclose()

@@ -26,6 +26,7 @@ async def test_get_many_serves_l1_first_and_asks_redis_only_for_the_rest(flavour
     cache = flavour.cache()
     await cache.ready()
     await cache.set_many({key: i for i, key in enumerate(KEYS)})
+    await cache.fill_l1(KEYS[:50])
     cache.l1.clear()
     await cache.get_many(KEYS[:50])
     assert set(KEYS[:50]) == set(cache.l1.data)

@@ -178,6 +178,7 @@ async def test_killed_redis_every_operation_returns_normally_from_l1_and_loaders
     await cache.set("held", "in L1")
     await cache.set("tagged", "in L1 too", tags=["t"])
     await cache.set("xa", 1)
+    await cache.fill_l1(["held", "tagged", "xa"])
     own_redis.kill()
 
     began = monotonic()
@@ -211,6 +212,7 @@ async def test_restarted_redis_is_used_again_by_the_same_cache_object(flavour, o
     cache = flavour.cache(breaker_duration=0.2)
     await cache.ready()
     await cache.set("k", 1)
+    await cache.fill_l1(["k"])
     own_redis.kill()
     assert await cache.get("k") == 1
     await cache.set("during", 2)
@@ -319,6 +321,7 @@ async def test_l1_is_cleared_when_the_listener_resubscribes(flavour, own_redis):
     cache = flavour.cache(breaker_duration=0.2)
     await cache.ready()
     await cache.set("k", "v")
+    await cache.fill_l1(["k"])
     assert "k" in cache.l1.data
     own_redis.kill()
     await flavour.eventually(lambda: not cache.stats()["l2"]["tracking"], timeout=2.0)

@@ -16,6 +16,7 @@ async def test_pattern_removes_matching_keys_from_both_tiers_and_keeps_the_rest(
     await cache.ready()
     keys = ["user:42:name", "user:42:email", "user:421:x", "user:43:x", "user:4:42:x"]
     await cache.set_many({key: key.upper() for key in keys})
+    await cache.fill_l1(keys)
     assert set(keys) <= set(cache.l1.data)
 
     assert await cache.invalidate_pattern("user:42:*") == 2
@@ -69,6 +70,7 @@ async def test_pattern_treats_redis_glob_escapes_like_redis(flavour, raw, patter
     cache = flavour.cache()
     await cache.ready()
     await cache.set_many({key: key for key in ESCAPE_KEYS})
+    await cache.fill_l1(ESCAPE_KEYS)
 
     assert await cache.invalidate_pattern(pattern) == len(removed)
 

@@ -33,7 +33,7 @@ async def test_invalidated_tag_makes_its_entries_misses_in_l1_and_l2(flavour, ra
     await cache.ready()
     await cache.set("a", 1, tags=["t1"])
     await cache.set("ab", 2, tags=["t1", "t2"])
-    await flavour.settle()
+    await cache.fill_l1(["a", "ab"])
     assert {"a", "ab"} <= set(cache.l1.data)
 
     await cache.invalidate_tags("t1")

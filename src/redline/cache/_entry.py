@@ -5,9 +5,10 @@
     0xA2 | flags (1 byte) | asof (big-endian double, server µs) | expires (double, server µs)
     | n tags (uint16) | n x (uint16 length, tag bytes) | body (codec output, zstd when flagged)
 
-An entry is stale when one of its tags was invalidated at or after its ``asof`` time. The
-write script stamps ``expires`` (and ``asof`` when the caller left it 0) with the server's
-clock, so a reader can bound an L1 copy's lifetime without asking Redis for the key's TTL.
+An entry is stale when one of its tags was invalidated at or after its ``asof`` time: when
+its value was read from the source. The write script stamps both times with the server's
+clock (``asof`` as "now minus the age the writer reports"), so no client clock is trusted,
+and a reader can bound an L1 copy's lifetime without asking Redis for the key's TTL.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ _HEAD = struct.Struct(">BBddH")
 _LEN = struct.Struct(">H")
 
 
-def pack(body: bytes, compressed: bool, asof: float, tags: tuple[str, ...]) -> bytes:
-    """Frame ``body``; ``expires`` is left 0 for the write script to stamp."""
-    parts = [_HEAD.pack(MAGIC, FLAG_ZSTD if compressed else 0, asof, 0.0, len(tags))]
+def pack(body: bytes, compressed: bool, tags: tuple[str, ...]) -> bytes:
+    """Frame ``body``; ``asof`` and ``expires`` are left 0 for the write script to stamp."""
+    parts = [_HEAD.pack(MAGIC, FLAG_ZSTD if compressed else 0, 0.0, 0.0, len(tags))]
     for tag in tags:
         raw = tag.encode()
         parts.append(_LEN.pack(len(raw)))

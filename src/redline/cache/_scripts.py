@@ -5,9 +5,10 @@ unlinked); the last element is the server time in µs. It is the read path that 
 nothing held in the client: used while the invalidation stream is down, before the client
 knows the server's clock, and always with ``RedisTier(consistency="strict")``.
 
-WRITE stores entries with a TTL, stamping the server time into the header's ``asof`` when the
-caller passed 0 and its ``expires`` always, and skips an entry whose tags were invalidated at
-or after its ``asof`` time. It returns the stamp and, per key, 1 (stored) or 0 (skipped).
+WRITE stores entries with a TTL, stamping the header's ``asof`` with the server time minus the
+age the caller reports (how long ago the value was read from its source, in µs) and its
+``expires`` with the server time plus the TTL; it skips an entry whose tags were invalidated
+at or after its ``asof`` time. It returns the server time and, per key, 1 (stored) or 0.
 
 INVALIDATE sets each tag clock to the server time with the given TTL and returns that time.
 
@@ -76,9 +77,7 @@ WRITE = Script(
     _STALE
     + """
 local t = now()
-local stamp = tonumber(ARGV[2])
-if stamp == 0 then stamp = t end
-local packed = struct.pack('>d', stamp)
+local packed = struct.pack('>d', t - tonumber(ARGV[2]))
 local out = {t}
 for i, k in ipairs(KEYS) do
   local v = ARGV[2 + 2 * i]

@@ -185,10 +185,13 @@ class AsyncRedisBackend:
         return reply[:-1], float(reply[-1])
 
     async def write(
-        self, items: list[tuple[str, bytes, int]], asof: float
+        self, items: list[tuple[str, bytes, int]], age: float
     ) -> tuple[float, list[bool]] | None:
-        """Store (rkey, blob, ttl ms) items; return (server time µs, stored flags) or None."""
-        args: list[Any] = [self.keys.tags, int(asof)]
+        """Store (rkey, blob, ttl ms) items read ``age`` s ago from their source.
+
+        Returns (server time µs, stored flags), or None when Redis is unavailable.
+        """
+        args: list[Any] = [self.keys.tags, int(age * 1e6)]
         for _, blob, ttl_ms in items:
             args.append(ttl_ms)
             args.append(blob)

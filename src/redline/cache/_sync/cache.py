@@ -20,7 +20,6 @@ from redline.cache._sync.backend import SyncRedisBackend
 from redline.cache._sync_io import Flight, call_loader, is_native
 from redline.cache._callkey import CallKey
 from redline.cache._codecs import Codec, Compressor, get_codec
-from redline.cache._echo import Echoes
 from redline.cache._entry import pack, unpack
 from redline.cache._exceptions import CacheKeyError, CodecError
 from redline.cache._keys import KeySpace, check_tags, glob_to_regex
@@ -89,7 +88,6 @@ class SyncCache:
         self._peers: dict[str, Flight] = {}
         # Bumped by every invalidation; an L2 read that saw it change does not fill L1.
         self._generation = 0
-        self._echoes = Echoes()
         # Server clock minus local clock, bounded from below and above by the round trip
         # in which it was measured: asof times use the low bound, L1 expiry the high one.
         self._last_stamp = 0.0
@@ -148,7 +146,7 @@ class SyncCache:
             if value is not _MISS:
                 return value
         if self._l2 is not None:
-            found, _ = self._l2_get([local], asof=False)
+            found = self._l2_get([local])
             return found.get(local, default)
         return default
 
@@ -166,7 +164,7 @@ class SyncCache:
         if missing and self._l2 is not None:
             for i in range(0, len(missing), _BATCH):
                 batch = list(missing)[i : i + _BATCH]
-                hits, _ = self._l2_get(batch, asof=False)
+                hits = self._l2_get(batch)
                 for local, value in hits.items():
                     found[missing[local]] = value
         return found
@@ -230,70 +228,66 @@ class SyncCache:
     def _load(
         self, local: str, loader: Callable[[], Any], ttl: float, tags: tuple[str, ...]
     ) -> Any:
-        asof = 0.0
+        # The value's age is counted from before the L2 read, on this process's monotonic
+        # clock: Redis stamps the entry "now minus age", so an invalidation that lands while
+        # the loader runs always makes the result stale, whatever the wall clocks do.
+        started = monotonic()
         token = None
         if self._l2 is not None:
-            found, asof = self._l2_get([local])
-            value = found.get(local, _MISS)
+            value = (self._l2_get([local])).get(local, _MISS)
             if value is not _MISS:
                 return value
             if self._lock and self._l2.tracking:
-                value, asof, token = self._lead_or_follow(local, asof)
+                value, token = self._lead_or_follow(local)
                 if value is not _MISS:
                     return value
         try:
-            if not asof:
-                asof = self._now()
-            start = perf_counter_ns()
+            load_started = perf_counter_ns()
             try:
                 value = call_loader(loader)
             except Exception:
                 self._load_errors += 1
                 raise
             finally:
-                self._load_latency.record(perf_counter_ns() - start)
+                self._load_latency.record(perf_counter_ns() - load_started)
             self._loads += 1
-            self._store({local: value}, ttl, tags, asof)
+            self._store({local: value}, ttl, tags, monotonic() - started)
             return value
         finally:
             if token is not None:
                 self._l2.unlock(self._keys.lock(local), token)  # type: ignore[union-attr]
 
-    def _lead_or_follow(self, local: str, asof: float) -> tuple[Any, float, str | None]:
+    def _lead_or_follow(self, local: str) -> tuple[Any, str | None]:
         """Become the one process loading ``local``, or wait for the one that is.
 
-        Returns (value, asof, None) when another process loaded it, or (_MISS, asof, token)
-        when this process holds the lock and loads (token None: no lock could be had, load
-        anyway). A follower wakes on the invalidation message of the entry or of the lock,
-        so it waits for the leader's write, not for a polling interval.
+        Returns (value, None) when another process loaded it, or (_MISS, token) when this
+        process holds the lock and loads (token None: no lock could be had, load anyway).
+        A follower wakes on the invalidation message of the entry or of the lock, so it
+        waits for the leader's write, not for a polling interval.
         """
         assert self._l2 is not None
         lock_key = self._keys.lock(local)
         token = secrets.token_hex(8)
         lease_ms = int(self._lock_lease * 1000)
         give_up = monotonic() + self._lock_lease
-        first = True
         while True:
             waiter = Flight()
             self._peers[local] = waiter
             try:
                 held = self._l2.lock(lock_key, token, lease_ms)
                 if held is None:
-                    return _MISS, asof, None
-                if not first or not held:
-                    # The leader may have written between our read and our lock attempt.
-                    found, seen = self._l2_get([local])
-                    asof = seen or asof
-                    if local in found:
-                        if held:
-                            self._l2.unlock(lock_key, token)
-                        return found[local], asof, None
+                    return _MISS, None
+                # The leader may have written between our read and our lock attempt.
+                found = self._l2_get([local])
+                if local in found:
+                    if held:
+                        self._l2.unlock(lock_key, token)
+                    return found[local], None
                 if held:
-                    return _MISS, asof, token
-                first = False
+                    return _MISS, token
                 waiter.wait(max(0.0, give_up - monotonic()))
             except TimeoutError:
-                return _MISS, asof, None  # the leader is too slow: load here too
+                return _MISS, None  # the leader is too slow: load here too
             finally:
                 if self._peers.get(local) is waiter:
                     del self._peers[local]
@@ -320,12 +314,8 @@ class SyncCache:
             self._l1_latency.record(perf_counter_ns() - start)
         return value
 
-    def _l2_get(self, locals_: list[str], asof: bool = True) -> tuple[dict[str, Any], float]:
-        """Read ``locals_`` from L2 in one round trip; fill L1 with what it returns.
-
-        With ``asof``, also return a server time (µs) no later than the read: the ``asof`` of
-        a value about to be loaded after a miss.
-        """
+    def _l2_get(self, locals_: list[str]) -> dict[str, Any]:
+        """Read ``locals_`` from L2 in one round trip; fill L1 with what it returns."""
         l2 = self._l2
         assert l2 is not None
         prefix = self._keys.entries
@@ -335,15 +325,14 @@ class SyncCache:
         if checked:
             sent = time()
             reply = l2.read(rkeys)
-            blobs, asof_now = reply if reply is not None else (None, 0.0)
+            blobs, server_now = reply if reply is not None else (None, 0.0)
             if reply is not None:
-                self._observe_clock(asof_now, sent, time())
+                self._observe_clock(server_now, sent, time())
         else:
-            asof_now = self._now() if asof else 0.0
             blobs = l2.get(rkeys)
         if blobs is None:
             self._l2_misses += len(locals_)
-            return {}, 0.0
+            return {}
         fill = self._l1 is not None and generation == self._generation and l2.tracking_ok()
         found: dict[str, Any] = {}
         broken: list[str] = []
@@ -372,6 +361,8 @@ class SyncCache:
             # Tags this process has not seen yet: read their times once; the invalidation
             # stream keeps them current from then on.
             self._learn_tags(sorted({tag for _, _, header in unsure for tag in header[3]}))
+            # Whatever arrived meanwhile may have replaced these values.
+            fill = fill and generation == self._generation
             for local, blob, header in unsure:
                 verdict = self._tags.verdict(header[3], header[1])
                 if verdict is True:
@@ -382,7 +373,7 @@ class SyncCache:
                     self._l2_misses += 1
         if broken:
             l2.unlink(broken)
-        return found, asof_now
+        return found
 
     def _accept(
         self,
@@ -431,9 +422,7 @@ class SyncCache:
         self, key: str, value: Any, ttl: float | None = None, tags: Iterable[str] = ()
     ) -> None:
         """Cache ``value`` under ``key`` for ``ttl`` seconds, tagged with ``tags``."""
-        self._store(
-            {self._keys.local(key): value}, self._ttl(ttl, key), check_tags(tags), 0.0
-        )
+        self._store({self._keys.local(key): value}, self._ttl(ttl, key), check_tags(tags))
 
     def set_many(
         self, mapping: Mapping[str, Any], ttl: float | None = None, tags: Iterable[str] = ()
@@ -445,14 +434,15 @@ class SyncCache:
         for key, value in mapping.items():
             batch[self._keys.local(key)] = value
             if len(batch) >= _BATCH:
-                self._store(batch, ttl, tags, 0.0)
+                self._store(batch, ttl, tags)
                 batch = {}
         if batch:
-            self._store(batch, ttl, tags, 0.0)
+            self._store(batch, ttl, tags)
 
     def _store(
-        self, values: dict[str, Any], ttl: float, tags: tuple[str, ...], asof: float
+        self, values: dict[str, Any], ttl: float, tags: tuple[str, ...], age: float = 0.0
     ) -> None:
+        """Write ``values``; ``age`` (s) is how old they were already: the load's duration."""
         encoded: list[tuple[str, Any, bytes, bool]] = []
         for local, value in values.items():
             try:
@@ -473,41 +463,40 @@ class SyncCache:
             encoded.append((local, value, body, compressed))
         if not encoded:
             return
+        # Reads in flight that began before this write must not fill L1 after it.
+        self._generation += 1
         generation = self._generation
         sent = monotonic()
         stored = [True] * len(encoded)
         stamp = 0.0
+        reached = False
         if self._l2 is not None:
             ttl_ms = max(1, int(ttl * 1000))
             items = [
-                (self._keys.entry(local), pack(body, compressed, asof, tags), ttl_ms)
+                (self._keys.entry(local), pack(body, compressed, tags), ttl_ms)
                 for local, _, body, compressed in encoded
             ]
-            echoes = self._l1 is not None and self._l2.tracking
-            if echoes:
-                self._echoes.expect(local for local, _, _, _ in encoded)
             sent_wall = time()
-            reply = self._l2.write(items, asof)
+            reply = self._l2.write(items, age)
             if reply is not None:
+                reached = True
                 server_now, stored = reply
                 self._observe_clock(server_now, sent_wall, time())
-                stamp = asof or server_now
+                stamp = server_now - age * 1e6
                 self._l2_sets += sum(stored)
-            if echoes:
-                # Without a reply the write may never have run: its echo must not be awaited,
-                # or it would swallow the message of the next write by another process.
-                self._echoes.cancel(
-                    local
-                    for (local, _, _, _), ok in zip(encoded, stored, strict=True)
-                    if not ok or reply is None
-                )
         if not stamp:
-            stamp = asof or self._now()
+            stamp = self._now() - age * 1e6
         l1 = self._l1
         if l1 is None:
             return
-        # A write by another process since ours began makes our value possibly older.
-        fresh = generation == self._generation and (not tags or self._tags.fresh(tags, stamp))
+        # Another write or invalidation since ours began makes our value possibly older.
+        # While Redis takes writes but the invalidation stream is down, L1 would not hear of
+        # later writes elsewhere; while Redis is out, L1 is all there is (bounded by its ttl).
+        fresh = (
+            generation == self._generation
+            and (not reached or self._l2.tracking_ok())  # type: ignore[union-attr]
+            and (not tags or self._tags.fresh(tags, stamp))
+        )
         lifetime = min(ttl, l1.ttl)
         for (local, value, body, _), ok in zip(encoded, stored, strict=True):
             if ok and fresh:
@@ -645,7 +634,6 @@ class SyncCache:
 
     def on_tracking_start(self) -> None:
         self._generation += 1
-        self._echoes.reset()
         self._tags.forget()
         # Messages may have been missed: followers look again.
         for local in list(self._peers):
@@ -666,8 +654,6 @@ class SyncCache:
             if rkey.startswith(entries):
                 local = rkey[len(entries) :]
                 self._wake(local)
-                if self._echoes.consume(local):
-                    continue
                 self._generation += 1
                 if self._l1 is not None:
                     self._l1.delete(local)
