@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -162,7 +161,7 @@ def _reachable(url: str) -> bool:
 def run(redis_url: str | None = None) -> int:
     """Run the tour; return the exit code (0 when every claim held)."""
     console = Console()
-    url = redis_url or os.environ.get("REDIS_URL")
+    url = redis_url
     if url and not _reachable(url):
         console.print(f"[red]cannot reach Redis at {url}[/]: start it, or omit --redis-url")
         return 2

@@ -67,6 +67,7 @@ class Deadlines:
     async def run(self, command: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         task = asyncio.current_task()
         assert task is not None
+        cancelling = task.cancelling()
         loop = asyncio.get_running_loop()
         self._due[task] = loop.time() + self.seconds
         if self._watchdog is None:
@@ -74,9 +75,9 @@ class Deadlines:
         try:
             return await command(*args)
         except asyncio.CancelledError:
-            if task not in self._expired:
+            # Ours alone, it becomes a timeout; with someone else's, the cancellation stands.
+            if task not in self._expired or task.uncancel() > cancelling:
                 raise
-            task.uncancel()
             raise TimeoutError(f"Redis did not answer within {self.seconds}s") from None
         finally:
             del self._due[task]
@@ -184,9 +185,19 @@ class Worker:
             await task
 
 
-def in_async_context() -> bool:
+def current_loop() -> asyncio.AbstractEventLoop | None:
+    """The running event loop (None outside one)."""
     try:
-        asyncio.get_running_loop()
+        return asyncio.get_running_loop()
     except RuntimeError:
-        return False
-    return True
+        return None
+
+
+async def connect(conn: Any, timeout: float) -> None:
+    """Open ``conn``: TCP and TLS within its connect timeout, each handshake reply (AUTH,
+    SELECT, CLIENT SETINFO) within ``timeout``, as any command."""
+    conn.socket_timeout = timeout
+    try:
+        await conn.connect()
+    finally:
+        conn.socket_timeout = None  # from now on Deadlines bounds its commands

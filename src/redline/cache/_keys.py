@@ -47,8 +47,6 @@ class KeySpace:
             return key
         if type(key) is not str:
             raise CacheKeyError(f"cache key {key!r}: must be str, not {type(key).__name__}")
-        if len(key) <= self.max_key_length:
-            return key
         # Keep a readable head so that prefix patterns such as "user:42:*" still match.
         digest = hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
         return key[: self.max_key_length - len(digest) - len(_HASH_MARK)] + _HASH_MARK + digest

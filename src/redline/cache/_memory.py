@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from time import monotonic
 from typing import Any
 
@@ -75,9 +76,14 @@ class MemoryTier:
         asof: float,
         size: int,
         seen: int = -1,
+        check: Callable[[], bool] | None = None,
     ) -> None:
+        """Keep ``value``; with ``check``, only if it still holds once the tier is locked
+        (the invalidation listener may be changing things in another thread)."""
         with self._lock:
             self._remove(key)
+            if check is not None and not check():
+                return
             if size > self.max_bytes:
                 return
             self.data[key] = [value, expires, tags or None, asof, size, 0, seen]

@@ -124,5 +124,11 @@ class Worker:
         self._thread.join(timeout=5.0)
 
 
-def in_async_context() -> bool:
-    return False
+def current_loop() -> None:
+    """Threads have no event loop to follow."""
+    return None
+
+
+def connect(conn: Any, timeout: float) -> None:
+    """Open ``conn``; its socket's connect and read timeouts bound the handshake."""
+    conn.connect()

@@ -8,15 +8,22 @@ stale when any of its tags was invalidated at or after that time. Nothing is eve
 from __future__ import annotations
 
 import math
+from time import monotonic
+
+PRUNE_EVERY = 5.0  # seconds between sweeps of times too old to matter
+LIMIT = 65_536  # tags known as never invalidated are dropped past this many entries
 
 
 class TagClock:
     """Latest invalidation time per tag, in server microseconds."""
 
-    __slots__ = ("_times", "_marked", "epoch")
+    __slots__ = ("_times", "_marked", "_forgotten", "_next_sweep", "epoch")
 
     def __init__(self) -> None:
         self._times: dict[str, float] = {}
+        # Epoch of the last forget(): a time read from Redis before it may predate it.
+        self._forgotten = 0
+        self._next_sweep = 0.0
         # Epoch at which each tag was last reported changed; a time read from Redis before
         # that report must not overwrite it.
         self._marked: dict[str, int] = {}
@@ -48,6 +55,7 @@ class TagClock:
     def forget(self) -> None:
         """Drop everything known: the invalidation stream was interrupted."""
         self.epoch += 1
+        self._forgotten = self.epoch
         self._times.clear()
         self._marked.clear()
 
@@ -69,7 +77,7 @@ class TagClock:
         ``since`` is the epoch when the read was sent: if the tag was reported changed after
         that, the time read may predate the change and is ignored.
         """
-        if self._marked.get(tag, -1) > since:
+        if since < self._forgotten or self._marked.get(tag, -1) > since:
             return
         self.epoch += 1
         self._times[tag] = -1.0 if at is None else at
@@ -77,15 +85,21 @@ class TagClock:
     def unknown_tags(self) -> list[str]:
         return [tag for tag, at in self._times.items() if at == math.inf]
 
-    def prune(self, before: float, limit: int = 65_536) -> None:
-        """Past ``limit`` tags, forget times older than ``before``.
+    def sweep(self, before: float) -> None:
+        """Every PRUNE_EVERY seconds, forget times older than ``before`` (server µs).
 
-        No live L1 entry can predate them, and a forgotten tag is read again from Redis
-        when a value read from Redis needs it.
+        An L1 entry cannot outlive them, and a tag forgotten is read again from Redis when
+        a value read from Redis needs it. Past LIMIT tags, those known as never invalidated
+        go too, for the same reason.
         """
-        if len(self._times) > limit:
-            self._times = {t: at for t, at in self._times.items() if at >= before}
-            self._marked = {t: e for t, e in self._marked.items() if t in self._times}
-
-    def __len__(self) -> int:
-        return len(self._times)
+        now = monotonic()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + PRUNE_EVERY
+        crowded = len(self._times) > LIMIT
+        self._times = {
+            tag: at
+            for tag, at in list(self._times.items())
+            if at >= before and not (crowded and at == -1.0)
+        }
+        self._marked = {tag: e for tag, e in list(self._marked.items()) if tag in self._times}

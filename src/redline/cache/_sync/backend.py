@@ -20,6 +20,8 @@ from redline.cache._sync_io import (
     Deadlines,
     Slots,
     Worker,
+    connect,
+    current_loop,
     interrupt,
     load_redis,
     read_message,
@@ -63,9 +65,9 @@ class SyncRedisBackend:
         # and pool layers, whose locks, retries and hooks cost more CPU than the rest of a
         # cache read. Slots bounds the operations in flight, so at most pool_size
         # connections exist, and makes callers wait for a slot instead of failing.
-        self._slots = Slots(tier.pool_size)
-        self._idle: list[Any] = []
-        self._deadlines = Deadlines(tier.timeout)
+        self._replaying = False
+        self._loop: Any = None
+        self._bind(current_loop())
         self._pool = redis.ConnectionPool.from_url(
             tier.url, retry=no_retry, **tier.pool_kwargs(socket_timeout=redis.socket_timeouts)
         )
@@ -87,12 +89,24 @@ class SyncRedisBackend:
         self._error_reply = errors.ResponseError
         self._broken = (errors.ConnectionError, ConnectionError)
 
+    def _bind(self, loop: Any) -> None:
+        """Start afresh on ``loop``: connections, slots and tasks belong to the loop they
+        were made on (a second ``asyncio.run`` in a script or a Celery task)."""
+        self._loop = loop
+        self._idle: list[Any] = []
+        self._slots = Slots(self.tier.pool_size)
+        self._deadlines = Deadlines(self.tier.timeout)
+        self._listener = None
+        self.tracking = False
+
     # -- the guarded call -------------------------------------------------------------------
 
     def _run(self, op: Callable[..., Any], *args: Any) -> Any:
+        if self._loop is not current_loop():
+            self._bind(current_loop())
         breaker = self.breaker
         state = CLOSED if breaker.state == CLOSED else breaker.acquire()
-        if state == OPEN:
+        if state == OPEN or self._replaying:
             self.skipped += 1
             return None
         if self._listener is None and self.tier.tracking and not self._closing:
@@ -139,21 +153,28 @@ class SyncRedisBackend:
             return self._command("EVAL", script.source, len(keys), *keys, *args)
 
     def _command(self, *args: Any) -> Any:
-        """One Redis command, failing with TimeoutError after ``tier.timeout`` seconds."""
-        return self._deadlines.run(self._call, *args)
+        """One Redis command, failing with TimeoutError after ``tier.timeout`` seconds.
 
-    def _call(self, *args: Any) -> Any:
-        # Only called inside a slot, so an idle connection or room for a new one exists.
-        if self._idle:
+        Only called inside a slot, so an idle connection or room for a new one exists.
+        """
+        try:
+            idle = self._idle.pop()
+        except IndexError:  # none left (threads may race for the last one)
+            idle = None
+        if idle is not None:
             try:
-                return self._exchange(self._idle.pop(), args)
+                return self._deadlines.run(self._exchange, idle, args)
             except self._broken:
                 # Likely closed while idle (Redis restarted, a proxy timed it out): so are
                 # its idle siblings. A fresh connection tells a dead server from a dead socket.
                 idle, self._idle = self._idle, []
                 for conn in idle:
                     conn.disconnect()
-        return self._exchange(self._new_connection(), args)
+        conn = self._pool.connection_class(**self._pool.connection_kwargs)
+        # Connecting gets connect_timeout, then each handshake reply and the command itself
+        # get timeout, like any command.
+        connect(conn, self.tier.timeout)
+        return self._deadlines.run(self._exchange, conn, args)
 
     def _exchange(self, conn: Any, args: tuple[Any, ...]) -> Any:
         try:
@@ -169,14 +190,11 @@ class SyncRedisBackend:
         self._idle.append(conn)
         return reply
 
-    def _new_connection(self) -> Any:
-        return self._pool.connection_class(**self._pool.connection_kwargs)
-
     # -- operations -------------------------------------------------------------------------
 
     def get(self, rkeys: list[str]) -> list[bytes | None] | None:
         """Return the raw entries (None where missing), or None when Redis is unavailable."""
-        return self._run(self._deadlines.run, self._call, "MGET", *rkeys)
+        return self._run(self._command, "MGET", *rkeys)
 
     def read(self, rkeys: list[str]) -> tuple[list[bytes | None], float] | None:
         """Like :meth:`get`, with tags checked in Redis; also return the server time (µs)."""
@@ -264,9 +282,6 @@ class SyncRedisBackend:
             if not cursor:
                 return removed
 
-    def ping(self) -> bool:
-        return bool(self._run(self._command, "PING"))
-
     # -- replay after an outage -------------------------------------------------------------
 
     def _defer(self, kind: str, arg: Any) -> None:
@@ -286,6 +301,9 @@ class SyncRedisBackend:
     def _replay(self) -> None:
         pending, self._pending = self._pending, []
         overflow, self._overflow = self._overflow, False
+        # Until the replay is through, Redis may still hold what it is deleting: other
+        # operations treat L2 as unavailable (and defer their writes) meanwhile.
+        self._replaying = True
         try:
             if overflow:
                 self._scan_unlink(escape_glob(self.keys.entries) + "*")
@@ -304,6 +322,8 @@ class SyncRedisBackend:
             self._pending[:0] = pending
             self._overflow = self._overflow or overflow
             raise
+        finally:
+            self._replaying = False
         log.info("replayed %d writes that missed Redis during the outage", len(pending))
 
     # -- invalidation tracking --------------------------------------------------------------
@@ -332,9 +352,9 @@ class SyncRedisBackend:
                 conn.read_response()
                 conn.send_command("SUBSCRIBE", "__redis__:invalidate")
                 conn.read_response()
-                self.tracking = True
                 # Invalidations may have been missed while not subscribed.
                 self._sink.on_tracking_start()
+                self.tracking = True
                 delay = 0.05
                 while not self._closing:
                     message = read_message(conn, 0.5)

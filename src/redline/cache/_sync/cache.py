@@ -162,9 +162,9 @@ class SyncCache:
             else:
                 found[key] = value
         if missing and self._l2 is not None:
-            for i in range(0, len(missing), _BATCH):
-                batch = list(missing)[i : i + _BATCH]
-                hits = self._l2_get(batch)
+            wanted = list(missing)
+            for i in range(0, len(wanted), _BATCH):
+                hits = self._l2_get(wanted[i : i + _BATCH])
                 for local, value in hits.items():
                     found[missing[local]] = value
         return found
@@ -221,7 +221,8 @@ class SyncCache:
             flight.fail(_Abandoned())
             raise
         finally:
-            self._flights.pop(local, None)
+            if self._flights.get(local) is flight:
+                del self._flights[local]
         flight.resolve(value)
         return value
 
@@ -296,6 +297,7 @@ class SyncCache:
         l1 = self._l1
         if l1 is None:
             return _MISS
+        epoch = self._tags.epoch  # before the check: a change meanwhile forces a recheck
         self._sample += 1
         timed = self._sample % _SAMPLE == 0
         start = perf_counter_ns() if timed else 0
@@ -307,7 +309,7 @@ class SyncCache:
             l1.delete(local)
             l1.misses += 1
         else:
-            entry[SEEN] = self._tags.epoch
+            entry[SEEN] = epoch
             entry[HITS] += 1
             value = entry[VALUE]
         if timed:
@@ -356,7 +358,7 @@ class SyncCache:
                 if verdict is False:
                     self._drop_stale(local, broken)
                     continue
-            self._accept(local, blob, header, fill, found, broken)
+            self._accept(local, blob, header, fill, generation, found, broken)
         if unsure:
             # Tags this process has not seen yet: read their times once; the invalidation
             # stream keeps them current from then on.
@@ -366,7 +368,7 @@ class SyncCache:
             for local, blob, header in unsure:
                 verdict = self._tags.verdict(header[3], header[1])
                 if verdict is True:
-                    self._accept(local, blob, header, fill, found, broken)
+                    self._accept(local, blob, header, fill, generation, found, broken)
                 elif verdict is False:
                     self._drop_stale(local, broken)
                 else:  # the tag times could not be read: a miss, not a verdict
@@ -381,10 +383,12 @@ class SyncCache:
         blob: bytes,
         header: tuple[Any, ...],
         fill: bool,
+        generation: int,
         found: dict[str, Any],
         broken: list[str],
     ) -> None:
-        """Decode an entry read from L2 into ``found`` and, when ``fill``, into L1."""
+        """Decode an entry read from L2 into ``found`` and, when ``fill``, into L1 (unless
+        anything changed since ``generation``)."""
         compressed, asof, expires, tags, body = header
         try:
             if compressed:
@@ -396,14 +400,24 @@ class SyncCache:
             return
         self._l2_hits += 1
         found[local] = value
-        if fill and (not tags or self._tags.fresh(tags, asof)):
+        if not fill:
+            return
+        epoch = self._tags.epoch
+        if not tags or self._tags.fresh(tags, asof):
             l1 = self._l1
             assert l1 is not None
             # The L1 copy expires no later than the L2 entry it came from.
             lifetime = min((expires - self._now_late()) / 1e6, l1.ttl)
             if lifetime > 0:
                 l1.put(
-                    local, value, monotonic() + lifetime, tags, asof, len(blob), self._tags.epoch
+                    local,
+                    value,
+                    monotonic() + lifetime,
+                    tags,
+                    asof,
+                    len(blob),
+                    epoch,
+                    check=lambda: self._generation == generation,
                 )
 
     def _drop_stale(self, local: str, broken: list[str]) -> None:
@@ -492,6 +506,7 @@ class SyncCache:
         # Another write or invalidation since ours began makes our value possibly older.
         # While Redis takes writes but the invalidation stream is down, L1 would not hear of
         # later writes elsewhere; while Redis is out, L1 is all there is (bounded by its ttl).
+        epoch = self._tags.epoch
         fresh = (
             generation == self._generation
             and (not reached or self._l2.tracking_ok())  # type: ignore[union-attr]
@@ -500,7 +515,16 @@ class SyncCache:
         lifetime = min(ttl, l1.ttl)
         for (local, value, body, _), ok in zip(encoded, stored, strict=True):
             if ok and fresh:
-                l1.put(local, value, sent + lifetime, tags, stamp, len(body), self._tags.epoch)
+                l1.put(
+                    local,
+                    value,
+                    sent + lifetime,
+                    tags,
+                    stamp,
+                    len(body),
+                    epoch,
+                    check=lambda: self._generation == generation,
+                )
             else:
                 l1.delete(local)
 
@@ -533,8 +557,6 @@ class SyncCache:
             if at is not None:
                 self._observe_clock(at, sent, time())
                 self._tags.invalidate(tags, at)
-        if self._l1 is not None:
-            self._tags.prune(self._now() - self._l1.ttl * 2e6)
 
     def invalidate_pattern(self, pattern: str) -> int:
         """Delete entries whose key matches the Redis glob ``pattern`` (``*``, ``?``, ``[]``).
@@ -666,6 +688,12 @@ class SyncCache:
                 changed.append(tag)
         if changed:
             self._learn_tags(changed)
+        self._sweep_tags()
+
+    def _sweep_tags(self) -> None:
+        # Times older than twice L1's longest lifetime can no longer make an entry stale.
+        horizon = 2 * self._l1.ttl if self._l1 is not None else 0.0
+        self._tags.sweep(self._now() - horizon * 1e6)
 
     def _wake(self, local: str) -> None:
         waiter = self._peers.pop(local, None)
@@ -676,6 +704,7 @@ class SyncCache:
         unknown = self._tags.unknown_tags()
         if unknown:
             self._learn_tags(unknown)
+        self._sweep_tags()
 
     def _learn_tags(self, tags: list[str]) -> None:
         assert self._l2 is not None
