@@ -74,7 +74,11 @@ class SyncCache:
         self._data: Any = self._l1.data if self._l1 is not None else {}
         self._keys = KeySpace(namespace, version, key_prefix, max_key_length)
         self._codec = get_codec(codec)
-        self._compressor = Compressor(level=compress_level, threshold=compress_threshold)
+        self._compressor = Compressor(
+            level=compress_level,
+            threshold=compress_threshold,
+            max_size=max(max_value_bytes, 1),
+        )
         self._default_ttl = float(default_ttl)
         self._max_ttl = float(max_ttl)
         self._max_value_bytes = max_value_bytes
@@ -463,12 +467,15 @@ class SyncCache:
                 body = self._codec.encode(value)
             except CodecError as exc:
                 raise CodecError(f"cannot cache key {local!r}: {exc}") from None
+            size = len(body)
             body, compressed = self._compressor.compress(body)
-            if len(body) > self._max_value_bytes:
+            # The size before compression counts: a reader must inflate it, and the
+            # decompression guard stops at max_value_bytes.
+            if size > self._max_value_bytes:
                 log.warning(
                     "not caching key %r: %d bytes encoded, over max_value_bytes=%d",
                     local,
-                    len(body),
+                    size,
                     self._max_value_bytes,
                 )
                 self._rejected += 1
