@@ -16,11 +16,12 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
+from helpers import in_threads
 
 from redline.cache import Cache, MemoryTier, RedisTier, SyncCache, _tags
 
@@ -454,25 +455,7 @@ async def test_threads_racing_for_the_last_idle_connection_never_get_an_error(fl
 
     backend._idle = SlowToAnswer(backend._idle)
 
-    results = in_threads(8, lambda: cache.get("k", "missing"))
+    results = in_threads(8, lambda: cache.get("k", "missing"), timeout=HOLD * 5)
     assert results == ["missing"] * 8
 
 
-def in_threads(n: int, call: Callable[[], Any]) -> list[Any]:
-    """Run ``call`` in ``n`` threads released together; return each result or exception."""
-    barrier = threading.Barrier(n)
-    results: list[Any] = [None] * n
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            results[i] = call()
-        except Exception as exc:
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=HOLD * 5)
-    return results

@@ -7,10 +7,9 @@ is written for the flavour it exercises.
 import asyncio
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
 
 import pytest
+from helpers import in_threads
 
 PREFIX = "redline:default:1:k:"
 ASYNC = pytest.mark.parametrize("flavour", ["async"], indirect=True)
@@ -34,26 +33,6 @@ class Counter:
         with self._lock:
             self.n += 1
             return self.n
-
-
-def in_threads(n: int, call: Callable[[], Any]) -> list[Any]:
-    """Run ``call`` in ``n`` threads released together; return each result or exception."""
-    barrier = threading.Barrier(n)
-    results: list[Any] = [None] * n
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            results[i] = call()
-        except BaseException as exc:
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=10)
-    return results
 
 
 @ASYNC
