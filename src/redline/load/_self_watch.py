@@ -1,0 +1,88 @@
+"""The load generator watching itself: is it measuring the target, or its own limits?
+
+A generator that cannot keep up reports its own queueing as the target's latency. Three
+signs are watched during a run: event-loop lag (a timer that fires late means every request's
+timestamps are late too), schedule lag (open-model arrivals sent after their intended time),
+and the process's own CPU use. The verdict goes into ``summary.json`` as ``generator`` and
+decides the "saturated" exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from dataclasses import dataclass, field
+
+# A generator is saturated when its loop lags or its arrivals go out late by more than this,
+# or when it keeps a core this busy: past it, its own queueing shows up in the latencies.
+LAG_LIMIT_MS = 10.0
+CPU_LIMIT = 0.9
+
+
+@dataclass
+class SelfWatch:
+    """Samples event-loop lag every ``interval`` seconds and accounts the process's CPU."""
+
+    interval: float = 0.1
+    loop_lag_ms: list[float] = field(default_factory=list)
+    max_schedule_lag_ms: float = 0.0
+    _cpu_start: float = 0.0
+    _wall_start: float = 0.0
+    _cpu: float = 0.0
+    _wall: float = 0.0
+    _task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._cpu_start = time.process_time()
+        self._wall_start = time.perf_counter()
+        self._task = asyncio.get_running_loop().create_task(self._sample())
+
+    async def stop(self) -> None:
+        self._cpu = time.process_time() - self._cpu_start
+        self._wall = time.perf_counter() - self._wall_start
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def schedule_lag(self, lag_ns: int) -> None:
+        """Record how late an open-model arrival was sent."""
+        lag_ms = lag_ns / 1e6
+        if lag_ms > self.max_schedule_lag_ms:
+            self.max_schedule_lag_ms = lag_ms
+
+    async def _sample(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + self.interval
+            await asyncio.sleep(self.interval)
+            self.loop_lag_ms.append(max(0.0, (loop.time() - due) * 1000))
+
+    def summary(self, requests: int) -> dict[str, object]:
+        """The ``generator`` section of summary.json."""
+        cores = os.cpu_count() or 1
+        busy = self._cpu / self._wall if self._wall else 0.0
+        lag = sorted(self.loop_lag_ms)
+        p99_lag = lag[min(len(lag) - 1, int(len(lag) * 0.99))] if lag else 0.0
+        reasons = []
+        if p99_lag > LAG_LIMIT_MS:
+            reasons.append(f"event loop p99 lag {p99_lag:.1f} ms > {LAG_LIMIT_MS:.0f} ms")
+        if self.max_schedule_lag_ms > LAG_LIMIT_MS:
+            reasons.append(
+                f"arrivals sent up to {self.max_schedule_lag_ms:.1f} ms late "
+                f"(> {LAG_LIMIT_MS:.0f} ms)"
+            )
+        if busy > CPU_LIMIT:
+            reasons.append(f"generator used {busy:.0%} of a core (> {CPU_LIMIT:.0%})")
+        return {
+            "cpu_seconds": round(self._cpu, 4),
+            "cpu_us_per_request": round(self._cpu / requests * 1e6, 2) if requests else None,
+            "core_busy": round(busy, 3),
+            "cores": cores,
+            "loop_lag_p99_ms": round(p99_lag, 3),
+            "max_schedule_lag_ms": round(self.max_schedule_lag_ms, 3),
+            "saturated": bool(reasons),
+            "reasons": reasons,
+        }

@@ -1,0 +1,62 @@
+"""The generator's self-watch: saturation is reported when the generator, not the target, lags."""
+
+import asyncio
+import time
+
+from redline.load._self_watch import SelfWatch
+
+
+async def test_an_idle_generator_is_not_saturated():
+    watch = SelfWatch(interval=0.01)
+    watch.start()
+    await asyncio.sleep(0.3)
+    await watch.stop()
+    summary = watch.summary(requests=100)
+    # A shared CI machine may delay one tick now and then; an idle generator stays far
+    # from the blocked one below.
+    assert summary["core_busy"] < 0.5
+    assert summary["max_schedule_lag_ms"] == 0
+    assert summary["loop_lag_p99_ms"] < 30
+    assert len(watch.loop_lag_ms) >= 10
+
+
+async def test_a_blocked_event_loop_is_reported_as_saturation():
+    watch = SelfWatch(interval=0.01)
+    watch.start()
+    await asyncio.sleep(0.05)
+    for _ in range(5):
+        time.sleep(0.05)  # the generator's own work blocks its loop
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.05)
+    await watch.stop()
+    summary = watch.summary(requests=100)
+    assert summary["saturated"] is True
+    assert any("event loop" in reason for reason in summary["reasons"])
+    assert summary["loop_lag_p99_ms"] > 30
+
+
+async def test_late_arrivals_are_reported_as_saturation_with_the_worst_lag():
+    watch = SelfWatch(interval=0.01)
+    watch.start()
+    watch.schedule_lag(2_000_000)
+    watch.schedule_lag(35_000_000)
+    watch.schedule_lag(1_000_000)
+    await asyncio.sleep(0.05)
+    await watch.stop()
+    summary = watch.summary(requests=3)
+    assert summary["max_schedule_lag_ms"] == 35.0
+    assert summary["saturated"] is True
+    assert any("late" in reason for reason in summary["reasons"])
+
+
+async def test_cpu_per_request_is_the_process_cpu_divided_by_requests():
+    watch = SelfWatch(interval=0.05)
+    watch.start()
+    deadline = time.perf_counter() + 0.2
+    while time.perf_counter() < deadline:
+        pass  # burn CPU
+    await watch.stop()
+    summary = watch.summary(requests=1000)
+    assert 0.15 < summary["cpu_seconds"] < 0.6
+    assert abs(summary["cpu_us_per_request"] - summary["cpu_seconds"] * 1000) < 1
+    assert summary["core_busy"] > 0.5
