@@ -7,12 +7,14 @@ from typing import Annotated
 import typer
 
 from redline import __version__
+from redline.load._cli import app as load_app
 
 app = typer.Typer(
     name="redline",
     help="Make Python web backends fast, and prove it.",
     no_args_is_help=True,
 )
+app.add_typer(load_app, name="load")
 
 
 def _print_version(value: bool) -> None:

@@ -1,0 +1,123 @@
+"""A virtual user: one keep-alive connection, a session (headers, cookies, variables), and the
+calls a scenario makes (``await vu.get(...)``, ``vu.check(...)``)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+from redline.load._http import Connection, HTTPError, Response, Target
+from redline.load._metrics import Recorder
+
+_DEFAULT_TIMEOUT = 10.0
+
+
+class VU:
+    """One virtual user; scenario functions receive it as their only argument."""
+
+    def __init__(
+        self,
+        number: int,
+        target: Target,
+        recorder: Recorder,
+        timeout: float = _DEFAULT_TIMEOUT,
+    ) -> None:
+        self.number = number
+        self.target = target
+        self.recorder = recorder
+        self.timeout = timeout
+        self.headers: dict[str, str] = {}
+        self.cookies: dict[str, str] = {}
+        self.vars: dict[str, Any] = {}
+        self.iteration = 0
+        # Set by the open-model scheduler for the request it dispatches: latency is measured
+        # from when the request should have left, not from when it could.
+        self.intended_ns: int | None = None
+        self._conn: Connection | None = None
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        name: str | None = None,
+        headers: dict[str, str] | None = None,
+        json: Any = None,
+        body: bytes | None = None,
+    ) -> Response | None:
+        """Send one request; record it under ``name`` (default: ``path``). None on error."""
+        all_headers = {**self.headers, **(headers or {})}
+        if self.cookies:
+            all_headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        if json is not None:
+            import orjson
+
+            body = orjson.dumps(json)
+            all_headers.setdefault("Content-Type", "application/json")
+        name = name or path
+        intended, self.intended_ns = self.intended_ns, None
+        sent = time.perf_counter_ns()
+        try:
+            if self._conn is None:
+                self._conn = await Connection.open(self.target, self.timeout)
+            response = await self._conn.request(
+                method, self.target.path(path), list(all_headers.items()), body, self.timeout
+            )
+        except HTTPError as exc:
+            self._drop_connection()
+            self.recorder.record(name, intended, sent, time.perf_counter_ns(), None, exc.reason)
+            return None
+        if not response.reusable:
+            self._drop_connection()
+        error = f"status:{response.status}" if response.status >= 500 else None
+        self.recorder.record(
+            name, intended, response.sent_ns, response.done_ns, response.status, error
+        )
+        self._keep_cookies(response)
+        return response
+
+    async def get(self, path: str, **options: Any) -> Response | None:
+        return await self.request("GET", path, **options)
+
+    async def post(self, path: str, **options: Any) -> Response | None:
+        return await self.request("POST", path, **options)
+
+    async def put(self, path: str, **options: Any) -> Response | None:
+        return await self.request("PUT", path, **options)
+
+    async def patch(self, path: str, **options: Any) -> Response | None:
+        return await self.request("PATCH", path, **options)
+
+    async def delete(self, path: str, **options: Any) -> Response | None:
+        return await self.request("DELETE", path, **options)
+
+    def check(
+        self, response: Response | None, status: int | tuple[int, ...] = 200, name: str = ""
+    ) -> bool:
+        """True when ``response`` arrived with an expected status; a failed check counts."""
+        wanted = (status,) if isinstance(status, int) else tuple(status)
+        ok = response is not None and response.status in wanted
+        if not ok and response is not None:
+            self.recorder.record_check_failure(name or "check", f"status {response.status}")
+        return ok
+
+    async def think(self, low: float, high: float | None = None) -> None:
+        """Pause like a user reading the page: ``low`` seconds, or uniform in [low, high]."""
+        await asyncio.sleep(low if high is None else random.uniform(low, high))
+
+    def _keep_cookies(self, response: Response) -> None:
+        for name, value in response.headers:
+            if name == b"set-cookie":
+                pair = value.decode("latin-1").split(";", 1)[0]
+                key, _, val = pair.partition("=")
+                self.cookies[key.strip()] = val.strip()
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def close(self) -> None:
+        self._drop_connection()
