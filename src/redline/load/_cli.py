@@ -60,7 +60,8 @@ def run_command(
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(EXIT_USAGE) from None
     console.print(f"running {plan_file} against {url} for {plan.total_duration:.1f} s")
-    result = asyncio.run(run(plan, url))
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        result = runner.run(run(plan, url))
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_bytes(
         orjson.dumps(result.summary, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
@@ -71,6 +72,15 @@ def run_command(
             console.print(f"[yellow]generator saturated: {reason}[/]")
         raise typer.Exit(EXIT_SATURATED)
     raise typer.Exit(EXIT_PASSED if result.passed else EXIT_THRESHOLDS)
+
+
+def _loop_factory() -> Any:
+    """uvloop when installed: its loop costs less CPU per request than asyncio's."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - e.g. on Windows
+        return None
+    return uvloop.new_event_loop
 
 
 def _overridden(plan: Plan, vus: int | None, rate: float | None, duration: str | None) -> Plan:
