@@ -78,6 +78,10 @@ class _ServerConnection(asyncio.Protocol):
             self.transport.abort()  # type: ignore[union-attr]
         elif route == "echo":
             self.respond(200, body, head)
+        elif route == "login":
+            self.respond(
+                200, server.body, head, b"Set-Cookie: session=" + arg.encode() + b"; Path=/\r\n"
+            )
         elif route == "inspect":
             seen = {
                 "method": method,

@@ -97,3 +97,20 @@ async def test_thresholds_are_evaluated_on_the_summary(http_server):
     assert verdicts["latency{name:ping}: p(95) < 1000"]["ok"] is True
     assert verdicts["rps < 1"]["ok"] is False
     assert result.passed is False
+
+
+async def test_a_vu_keeps_the_cookies_it_is_given_and_sends_them_back(http_server):
+    async def session(vu):
+        await vu.get("/login/abc123", name="login")
+        response = await vu.get("/inspect", name="inspect")
+        vu.vars["cookie"] = response.header("content-type") and dict(response.json()["headers"])
+
+    seen = {}
+
+    async def flow(vu):
+        await session(vu)
+        seen.update(vu.vars["cookie"])
+
+    await run(plan_of(ConstantVUs(1, 0.1), flow), http_server.url)
+
+    assert seen.get("Cookie") == "session=abc123"

@@ -108,11 +108,9 @@ class VU:
         await asyncio.sleep(low if high is None else random.uniform(low, high))
 
     def _keep_cookies(self, response: Response) -> None:
-        for name, value in response.headers:
-            if name == b"set-cookie":
-                pair = value.decode("latin-1").split(";", 1)[0]
-                key, _, val = pair.partition("=")
-                self.cookies[key.strip()] = val.strip()
+        for cookie in response.set_cookies():
+            key, _, val = cookie.split(";", 1)[0].partition("=")
+            self.cookies[key.strip()] = val.strip()
 
     def _drop_connection(self) -> None:
         if self._conn is not None:
