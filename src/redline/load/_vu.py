@@ -8,6 +8,8 @@ import random
 import time
 from typing import Any
 
+import orjson
+
 from redline.load._http import Connection, HTTPError, Response, Target
 from redline.load._metrics import Recorder
 
@@ -52,8 +54,6 @@ class VU:
         if self.cookies:
             all_headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
         if json is not None:
-            import orjson
-
             body = orjson.dumps(json)
             all_headers.setdefault("Content-Type", "application/json")
         name = name or path
