@@ -420,6 +420,20 @@ class Recorder:
         out["timeseries"] = self._timeseries(seconds)
         return out
 
+    def window(self, first_second: int, last_second: int) -> HdrHistogram:
+        """The latency histogram (all names, in us) of seconds ``first..last`` inclusive,
+        exact: the per-second histograms added count by count."""
+        self.flush()
+        hist = new_histogram()
+        for second in range(max(first_second, 0), last_second + 1):
+            if second == self._current:
+                hist.add(self._live)
+            else:
+                interval = self._intervals.get(second)
+                if interval is not None and interval.blob:
+                    hist.decode_and_add(interval.blob)
+        return hist
+
     # -- internals -----------------------------------------------------------------------
 
     def _endpoint(self, name: str) -> _Stats:
