@@ -40,9 +40,7 @@ def test_installed_script_prints_version() -> None:
 
 
 def test_demo_tours_the_cache_against_a_redis_it_starts_and_every_claim_passes() -> None:
-    result = subprocess.run(
-        [console_script(), "demo"], capture_output=True, text=True, timeout=120
-    )
+    result = subprocess.run([console_script(), "demo"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "PASS" in result.stdout
     assert "FAIL" not in result.stdout

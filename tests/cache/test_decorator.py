@@ -261,4 +261,4 @@ async def test_methods_share_entries_across_instances_because_self_is_skipped(fl
     key = Repo.find.key_for(Repo("c"), 1)
     assert key == Repo.find.key_for(Repo("d"), item_id=1)
     assert "Repo object" not in key
-    assert key.endswith(':[1]')
+    assert key.endswith(":[1]")

@@ -457,5 +457,3 @@ async def test_threads_racing_for_the_last_idle_connection_never_get_an_error(fl
 
     results = in_threads(8, lambda: cache.get("k", "missing"), timeout=HOLD * 5)
     assert results == ["missing"] * 8
-
-

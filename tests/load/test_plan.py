@@ -18,6 +18,7 @@ from redline.load._plan import (
     ConstantVUs,
     Feed,
     Plan,
+    Preset,
     RampingArrivalRate,
     RampingVUs,
     Request,
@@ -904,3 +905,44 @@ def test_breakpoint_on_a_closed_model_ramps_users() -> None:
     executor = reshaped(RampingVUs(0, (Stage(10, 8), Stage(50, 8))), "breakpoint")
     assert isinstance(executor, RampingVUs)
     assert [executor.vus_at(t) for t in (0, 30, 59.99)] == [8, 44, 79]
+
+
+def test_spike_records_its_phases_offset_by_the_scenario_start() -> None:
+    plan = apply_preset(one(ConstantArrivalRate(rate=10, duration=100), start_after=5), "spike")
+    assert plan.preset == Preset(
+        "spike",
+        "s",
+        {"factor": 50, "hold": 10.0, "duration": 100.0},
+        {"before": (5.0, 30.0), "spike": (30.0, 40.0), "after": (40.0, 105.0)},
+    )
+
+
+def test_preset_windows_follow_the_longest_scenario_the_first_of_equals() -> None:
+    short = Scenario("short", ConstantVUs(2, 10), (Request("/"),))
+    long = Scenario("long", ConstantVUs(2, 40), (Request("/"),), start_after=2)
+    plan = apply_preset(Plan((short, long)), "spike", factor=3, hold=4)
+    assert plan.preset is not None
+    assert plan.preset.scenario == "long"
+    assert plan.preset.windows == {
+        "before": (2.0, 12.0),
+        "spike": (12.0, 16.0),
+        "after": (16.0, 42.0),
+    }
+    twins = apply_preset(Plan((short, long)), "soak", duration="1m")
+    assert twins.preset == Preset("soak", "short", {"duration": 60.0}, {"hold": (0.0, 60.0)})
+
+
+def test_breakpoint_and_stress_record_their_ramp_and_steps() -> None:
+    plan = apply_preset(one(ConstantArrivalRate(rate=100, duration="10m")), "breakpoint")
+    assert plan.preset == Preset(
+        "breakpoint", "s", {"factor": 10, "duration": 600.0}, {"ramp": (0.0, 600.0)}
+    )
+    stress = apply_preset(one(ConstantVUs(10, 80)), "stress", steps=2)
+    assert stress.preset is not None
+    assert stress.preset.windows == {"1x": (0.0, 40.0), "2x": (40.0, 80.0)}
+
+
+def test_a_plan_as_written_has_no_preset() -> None:
+    plan = one(ConstantVUs(1, 1))
+    assert plan.preset is None
+    assert apply_preset(plan, "load").preset is None

@@ -52,11 +52,12 @@ async def test_late_arrivals_are_reported_as_saturation_with_the_worst_lag():
 async def test_cpu_per_request_is_the_process_cpu_divided_by_requests():
     watch = SelfWatch(interval=0.05)
     watch.start()
-    deadline = time.perf_counter() + 0.2
-    while time.perf_counter() < deadline:
-        pass  # burn CPU
+    # Burn 0.2 s of this process's CPU, however long a loaded machine takes to give it.
+    deadline = time.process_time() + 0.2
+    while time.process_time() < deadline:
+        pass
     await watch.stop()
     summary = watch.summary(requests=1000)
-    assert 0.15 < summary["cpu_seconds"] < 0.6
+    assert 0.2 <= summary["cpu_seconds"] < 0.6
     assert abs(summary["cpu_us_per_request"] - summary["cpu_seconds"] * 1000) < 1
-    assert summary["core_busy"] > 0.5
+    assert 0 < summary["core_busy"] <= 1.0

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+from collections.abc import Callable
 from time import perf_counter_ns
 from types import SimpleNamespace
 from typing import Any
@@ -39,6 +40,9 @@ __all__ = [
     "Response",
     "Target",
 ]
+
+Callback = Callable[["Response | None", "HTTPError | None"], None]
+_Future = asyncio.Future
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # Servers may answer 411 to a POST without a length, so these methods always carry one.
@@ -133,6 +137,28 @@ class Target:
             verify=verify,
         )
 
+    def encode(
+        self,
+        method: str,
+        path: str,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes | None = None,
+    ) -> bytes:
+        """The bytes of request ``method path`` (from ``path()``) to this target."""
+        lines = f"{method} {path} HTTP/1.1\r\n{self._fixed}"
+        if headers:
+            block = "".join([f"{name}: {value}\r\n" for name, value in headers])
+            # One CR and one LF per header: any other would split a header or end the head.
+            if block.count("\n") != len(headers) or block.count("\r") != len(headers):
+                raise ValueError(f"header names and values must not contain CR or LF: {headers!r}")
+            lines += block
+        if body is None:
+            if method not in _LENGTH_REQUIRED:
+                return (lines + "\r\n").encode()
+            body = b""
+        head = lines.encode()
+        return b"".join((head, b"Content-Length: %d\r\n\r\n" % len(body), body))
+
     def path(self, path: str) -> str:
         """The request target for ``path`` under the base path: ``/api`` + ``/calls``."""
         if not path.startswith("/"):
@@ -200,9 +226,18 @@ class Response:
                 return value.decode("latin-1")
         return None
 
+    @property
+    def has_cookies(self) -> bool:
+        """True when the head may hold a ``Set-Cookie`` field: a byte search, no split.
+
+        Servers spell the name ``Set-Cookie``, ``set-cookie`` or ``SET-COOKIE``; a mixed
+        case such as ``Set-COOKIE`` is not looked for."""
+        head = self._head
+        return head.find(b"ookie") >= 0 or head.find(b"OOKIE") >= 0
+
     def set_cookies(self) -> list[str]:
         """The ``Set-Cookie`` values, read without splitting a head that has none."""
-        if b"set-cookie" not in self._head.lower():
+        if not self.has_cookies:
             return []
         return [value.decode("latin-1") for name, value in self.headers if name == b"set-cookie"]
 
@@ -245,14 +280,19 @@ class Connection(asyncio.Protocol):
     ``reusable`` is False; the virtual user then opens a new one with ``Connection.open``.
     """
 
+    # False in subclasses whose users never read a body: responses then carry b"".
+    keeps_body = True
+    # False in subclasses that never send HEAD and find the end of a head themselves.
+    watches_head = True
+
     def __init__(self, target: Target, loop: asyncio.AbstractEventLoop) -> None:
         self._target = target
         self._loop = loop
         self._transport: asyncio.Transport | None = None
-        self._fixed = target._fixed
         self._end = target._fixed + "\r\n"
         self._parser = self._new_parser()
-        self._waiter: asyncio.Future[Response] | None = None
+        # The request in flight: a future (``request``) or a callback (``send``).
+        self._waiter: asyncio.Future[Response] | Callback | None = None
         # One timer per connection, moved only when a deadline comes earlier (see _on_timer).
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0
@@ -302,35 +342,82 @@ class Connection(asyncio.Protocol):
     ) -> Response:
         """Send ``method path`` (already percent-encoded, e.g. from ``Target.path``) and
         read the whole response, within ``timeout`` seconds."""
-        transport = self._transport
-        if transport is None:
-            raise ConnectionClosed(
-                f"the connection to {self._target.url} is closed; open a new one"
-            )
-        if self._waiter is not None:
-            raise RuntimeError("a request is already in flight on this connection")
-        if headers is None and body is None and method not in _LENGTH_REQUIRED:
-            data = f"{method} {path} HTTP/1.1\r\n{self._end}".encode()
-        else:
-            data = self._assemble(method, path, headers, body)
-        loop = self._loop
-        self._waiter = waiter = loop.create_future()
-        self._deadline = deadline = loop.time() + timeout
-        self._timeout = timeout
-        if self._timer is None or deadline < self._timer_when:
-            self._arm(deadline)
-        self._head = method == "HEAD"
-        self._headers_done = False
-        self._body = []
-        self._first_byte_ns = 0
-        self._sent_ns = perf_counter_ns()
-        transport.write(data)
+        self._check_idle()
+        data = self.encode(method, path, headers, body)
+        self._waiter = waiter = self._loop.create_future()
+        self._start(data, method == "HEAD", timeout)
         try:
             return await waiter
         except asyncio.CancelledError:
             # The response may still arrive and would be read as the next request's.
             self._abort()
             raise
+
+    def send(self, data: bytes, head: bool, timeout: float, callback: Callback) -> None:
+        """Send the encoded request ``data`` (see ``encode``) and call
+        ``callback(response, None)`` or ``callback(None, error)`` from the event loop once
+        it is over; ``head`` says the request was HEAD (no body follows).
+
+        The callback form costs no future and no task switch: the engine's compiled flows
+        send their next request from inside the callback. (``_start`` inlined: this runs
+        once per request.)"""
+        if self._waiter is not None:
+            raise RuntimeError("a request is already in flight on this connection")
+        transport = self._transport
+        if transport is None:
+            raise ConnectionClosed(
+                f"the connection to {self._target.url} is closed; open a new one"
+            )
+        self._waiter = callback
+        self._deadline = deadline = self._loop.time() + timeout
+        self._timeout = timeout
+        if self._timer is None or deadline < self._timer_when:
+            self._arm(deadline)
+        self._head = head
+        self._headers_done = False
+        self._body = []
+        self._first_byte_ns = 0
+        self._sent_ns = perf_counter_ns()
+        transport.write(data)
+
+    def _check_idle(self) -> None:
+        if self._waiter is not None:
+            raise RuntimeError("a request is already in flight on this connection")
+
+    def encode(
+        self,
+        method: str,
+        path: str,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes | None = None,
+    ) -> bytes:
+        """The bytes of a request on this connection's target."""
+        if headers is None and body is None and method not in _LENGTH_REQUIRED:
+            return f"{method} {path} HTTP/1.1\r\n{self._end}".encode()
+        return self._target.encode(method, path, headers, body)
+
+    def _start(self, data: bytes, head: bool, timeout: float) -> None:
+        transport = self._transport
+        if transport is None:
+            self._waiter = None
+            raise ConnectionClosed(
+                f"the connection to {self._target.url} is closed; open a new one"
+            )
+        self._deadline = deadline = self._loop.time() + timeout
+        self._timeout = timeout
+        if self._timer is None or deadline < self._timer_when:
+            self._arm(deadline)
+        self._head = head
+        self._headers_done = False
+        self._body = []
+        self._first_byte_ns = 0
+        self._sent_ns = perf_counter_ns()
+        transport.write(data)
+
+    def cancel(self) -> None:
+        """Abandon the request in flight, if any, without reporting it; close the connection."""
+        self._waiter = None
+        self._abort()
 
     def close(self) -> None:
         """Close the connection; a request in flight fails with ``ConnectionClosed``."""
@@ -340,27 +427,6 @@ class Connection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-
-    def _assemble(
-        self,
-        method: str,
-        path: str,
-        headers: list[tuple[str, str]] | None,
-        body: bytes | None,
-    ) -> bytes:
-        lines = f"{method} {path} HTTP/1.1\r\n{self._fixed}"
-        if headers:
-            block = "".join([f"{name}: {value}\r\n" for name, value in headers])
-            # One CR and one LF per header: any other would split a header or end the head.
-            if block.count("\n") != len(headers) or block.count("\r") != len(headers):
-                raise ValueError(f"header names and values must not contain CR or LF: {headers!r}")
-            lines += block
-        if body is None:
-            if method not in _LENGTH_REQUIRED:
-                return (lines + "\r\n").encode()
-            body = b""
-        head = lines.encode()
-        return b"".join((head, b"Content-Length: %d\r\n\r\n" % len(body), body))
 
     # Timeouts. Creating and cancelling a TimerHandle per request costs about 2 us on
     # uvloop (its cancel closes a libuv handle), a quarter of the budget. So the timer stays
@@ -431,13 +497,12 @@ class Connection(asyncio.Protocol):
     def _new_parser(self) -> httptools.HttpResponseParser:
         # Only the callbacks named here are called: each one costs a Python call per message,
         # which is why header fields are split from the raw head only when asked for.
-        return httptools.HttpResponseParser(
-            SimpleNamespace(
-                on_headers_complete=self._on_headers_complete,
-                on_body=self._on_body,
-                on_message_complete=self._on_message_complete,
-            )
-        )
+        callbacks = SimpleNamespace(on_message_complete=self._on_message_complete)
+        if self.watches_head:
+            callbacks.on_headers_complete = self._on_headers_complete
+        if self.keeps_body:
+            callbacks.on_body = self._on_body
+        return httptools.HttpResponseParser(callbacks)
 
     def _on_headers_complete(self) -> None:
         self._headers_done = True
@@ -454,7 +519,8 @@ class Connection(asyncio.Protocol):
         self._body.append(body)
 
     def _on_message_complete(self) -> None:
-        if self._waiter is None:
+        waiter = self._waiter
+        if waiter is None:
             return
         parser = self._parser
         status = parser.get_status_code()
@@ -463,25 +529,46 @@ class Connection(asyncio.Protocol):
             self._headers_done = False
             self._body = []
             return
-        self._complete(status, parser.should_keep_alive())
+        # _complete(), inlined: this runs once per request.
+        reusable = parser.should_keep_alive()
+        self._waiter = None
+        if not reusable:
+            self.close()
+        body = self._body
+        response = Response(
+            status,
+            self._raw,
+            (body[0] if len(body) == 1 else b"".join(body)) if body else b"",
+            self._sent_ns,
+            self._first_byte_ns,
+            perf_counter_ns(),
+            reusable,
+        )
+        if type(waiter) is _Future:
+            if not waiter.done():
+                waiter.set_result(response)
+        else:
+            waiter(response, None)  # type: ignore[operator]
 
     def _complete(self, status: int, reusable: bool) -> None:
         waiter = self._waiter
         self._waiter = None
         if not reusable:
             self.close()
-        if not waiter.done():  # type: ignore[union-attr]
-            waiter.set_result(  # type: ignore[union-attr]
-                Response(
-                    status,
-                    self._raw,
-                    b"".join(self._body),
-                    self._sent_ns,
-                    self._first_byte_ns,
-                    perf_counter_ns(),
-                    reusable,
-                )
-            )
+        response = Response(
+            status,
+            self._raw,
+            b"".join(self._body),
+            self._sent_ns,
+            self._first_byte_ns,
+            perf_counter_ns(),
+            reusable,
+        )
+        if type(waiter) is _Future:
+            if not waiter.done():
+                waiter.set_result(response)
+        else:
+            waiter(response, None)  # type: ignore[misc, operator]
 
     def _delimited_by_close(self) -> bool:
         # HTTP/1.0-style bodies without Content-Length or chunking end when the socket does.
@@ -497,8 +584,13 @@ class Connection(asyncio.Protocol):
         waiter = self._waiter
         self._waiter = None
         self._abort()
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
+        if waiter is None:
+            return
+        if type(waiter) is _Future:
+            if not waiter.done():
+                waiter.set_exception(exc)
+        else:
+            waiter(None, exc)
 
     def _abort(self) -> None:
         if self._timer is not None:

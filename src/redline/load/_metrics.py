@@ -316,10 +316,23 @@ class Recorder:
         self.stop_ns = time.perf_counter_ns() if stop_ns is None else stop_ns
         self.flush()
 
+    def sink(self, name: str) -> array:
+        """The buffer of closed-model samples of ``name`` (service times in ns), for a caller
+        that appends to it directly: valid while ``_low_ns <= done_ns < _high_ns``; outside
+        that window call ``record()``, which moves to the next interval. Buffers live as long
+        as the recorder (a flush empties them in place)."""
+        buffers = self._pending.get(name)
+        if buffers is None:
+            buffers = self._pending[name] = (array("q"), array("q"), array("q"))
+        return buffers[2]
+
     def flush(self) -> None:
         """Move buffered samples into the histograms (done once per interval on its own)."""
-        pending, self._pending = self._pending, {}
+        pending = self._pending
         self._flush_into(self._current, self._live, pending)
+        for buffers in pending.values():
+            for buffer in buffers:
+                del buffer[:]
         stragglers, self._stragglers = self._stragglers, {}
         for second, by_name in stragglers.items():
             interval = self._intervals[second]

@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeAlias
+from typing import Any, ClassVar, Literal, NamedTuple, TypeAlias
 
 import yaml
 from yaml.constructor import SafeConstructor
@@ -497,13 +497,30 @@ class Scenario:
 
 
 @dataclass(frozen=True)
+class Preset:
+    """What ``apply_preset`` did, for the verdicts and the report to read.
+
+    ``options`` are every option of the preset, given or defaulted, and ``windows`` the phases
+    of the run, as (start, end) seconds from the run's start; both as resolved for
+    ``scenario``, the longest scenario of the plan (the first of equals).
+    """
+
+    name: str
+    scenario: str
+    options: dict[str, Any]
+    windows: dict[str, tuple[float, float]]
+
+
+@dataclass(frozen=True)
 class Plan:
-    """Everything a run needs besides the target's address, which ``target`` may give."""
+    """Everything a run needs besides the target's address, which ``target`` may give;
+    ``preset`` says how ``apply_preset`` reshaped it, if it did."""
 
     scenarios: tuple[Scenario, ...]
     thresholds: tuple[str, ...] = ()
     target: str | None = None
     source: str = "<plan>"
+    preset: Preset | None = None
 
     @property
     def total_duration(self) -> float:
@@ -1245,20 +1262,32 @@ def _dump_step(step: Step) -> dict[str, Any]:
 PRESETS: tuple[str, ...] = ("load", "stress", "spike", "soak", "breakpoint")
 
 
+class _Shape(NamedTuple):
+    """A scenario reshaped by a preset, with the options and windows it was reshaped by."""
+
+    executor: Executor
+    options: dict[str, Any]
+    windows: dict[str, tuple[float, float]]  # seconds from the scenario's start
+
+
 def apply_preset(plan: Plan, name: str, **options: Any) -> Plan:
     """``plan`` reshaped by preset ``name``; each scenario is reshaped around its own peak load.
 
     - ``load``: unchanged.
     - ``stress(steps=4, duration=<scenario's>)``: steps of 1x, 2x, ... ``steps``x the load, each
-      ramped to over a tenth of its length and then held.
+      ramped to over a tenth of its length and then held. Windows ``1x``, ``2x``, ...
     - ``spike(factor=50, hold=<a tenth of the duration>, duration=<scenario's>)``: the load for
       a quarter of the time, a jump to ``factor``x held for ``hold``, then the load again, so
-      the report can show how long the target takes to recover.
-    - ``soak(duration="30m")``: the peak load held constant.
+      the report can show how long the target takes to recover. Windows ``before``,
+      ``spike`` and ``after``.
+    - ``soak(duration="30m")``: the peak load held constant. Window ``hold``.
     - ``breakpoint(factor=10, duration=<scenario's>)``: the rate (or VUs) ramps from the load
-      to ``factor``x until the end; the runner stops at the first failing threshold.
+      to ``factor``x until the end; the runner stops at the first failing threshold. Window
+      ``ramp``.
+
+    The returned plan's ``preset`` records the options and windows (see ``Preset``).
     """
-    presets: dict[str, Callable[..., Executor]] = {
+    presets: dict[str, Callable[..., _Shape]] = {
         "stress": _stress,
         "spike": _spike,
         "soak": _soak,
@@ -1286,14 +1315,27 @@ def apply_preset(plan: Plan, name: str, **options: Any) -> Plan:
             file=plan.source,
             field="preset",
         )
-    scenarios = []
+    scenarios, shapes = [], []
     for item in plan.scenarios:
         try:
-            executor = reshape(item.executor, **options)
+            shape = reshape(item.executor, **options)
         except (_InvalidField, ValueError) as exc:
             raise PlanError(str(exc), file=plan.source, field=f"preset.{name}") from None
-        scenarios.append(dataclasses.replace(item, executor=executor))
-    return dataclasses.replace(plan, scenarios=tuple(scenarios))
+        scenarios.append(dataclasses.replace(item, executor=shape.executor))
+        shapes.append(shape)
+    # max() keeps the first of equals: with a common duration, the first scenario leads.
+    lead = max(range(len(scenarios)), key=lambda i: scenarios[i].executor.total_duration)
+    offset = scenarios[lead].start_after
+    preset = Preset(
+        name,
+        scenarios[lead].name,
+        shapes[lead].options,
+        {
+            window: (offset + start, offset + end)
+            for window, (start, end) in shapes[lead].windows.items()
+        },
+    )
+    return dataclasses.replace(plan, scenarios=tuple(scenarios), preset=preset)
 
 
 def _peak(executor: Executor) -> float:
@@ -1331,15 +1373,18 @@ def _length(executor: Executor, duration: str | float | None) -> float:
     return seconds
 
 
-def _stress(executor: Executor, steps: int = 4, duration: str | float | None = None) -> Executor:
+def _stress(executor: Executor, steps: int = 4, duration: str | float | None = None) -> _Shape:
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps: expected a whole number of at least 1, got {steps!r}")
     base, length = _peak(executor), _length(executor, duration)
     step = length / steps
-    stages = []
+    stages, windows = [], {}
     for level in range(1, steps + 1):
         stages += [Stage(step / 10, base * level), Stage(step - step / 10, base * level)]
-    return _shaped(executor, base, stages, steps)
+        windows[f"{level}x"] = (step * (level - 1), step * level)
+    return _Shape(
+        _shaped(executor, base, stages, steps), {"steps": steps, "duration": length}, windows
+    )
 
 
 def _spike(
@@ -1347,7 +1392,7 @@ def _spike(
     factor: float = 50,
     hold: str | float | None = None,
     duration: str | float | None = None,
-) -> Executor:
+) -> _Shape:
     base, length = _peak(executor), _length(executor, duration)
     spike = length / 10 if hold is None else parse_duration(hold)
     before = length / 4
@@ -1362,26 +1407,40 @@ def _spike(
         Stage(0, base),
         Stage(length - before - spike, base),
     ]
-    return _shaped(executor, base, stages, factor)
+    return _Shape(
+        _shaped(executor, base, stages, factor),
+        {"factor": factor, "hold": spike, "duration": length},
+        {
+            "before": (0.0, before),
+            "spike": (before, before + spike),
+            "after": (before + spike, length),
+        },
+    )
 
 
-def _soak(executor: Executor, duration: str | float = "30m") -> Executor:
+def _soak(executor: Executor, duration: str | float = "30m") -> _Shape:
     length, peak = _length(executor, duration), _peak(executor)
     if isinstance(executor, ConstantArrivalRate | RampingArrivalRate):
-        return ConstantArrivalRate(
+        held: Executor = ConstantArrivalRate(
             rate=peak,
             time_unit=executor.time_unit,
             duration=length,
             pre_allocated_vus=executor.pre_allocated_vus,
             max_vus=executor.max_vus,
         )
-    return ConstantVUs(int(peak), length)
+    else:
+        held = ConstantVUs(int(peak), length)
+    return _Shape(held, {"duration": length}, {"hold": (0.0, length)})
 
 
 def _breakpoint(
     executor: Executor, factor: float = 10, duration: str | float | None = None
-) -> Executor:
+) -> _Shape:
     if factor <= 1:
         raise ValueError(f"factor: must be above 1, got {factor!r}")
     base, length = _peak(executor), _length(executor, duration)
-    return _shaped(executor, base, [Stage(length, base * factor)], factor)
+    return _Shape(
+        _shaped(executor, base, [Stage(length, base * factor)], factor),
+        {"factor": factor, "duration": length},
+        {"ramp": (0.0, length)},
+    )

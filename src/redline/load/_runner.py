@@ -8,23 +8,23 @@ room for a new one is counted as dropped, and every arrival records how late it 
 from __future__ import annotations
 
 import asyncio
-import csv
+import contextlib
 import itertools
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from redline.load._http import Response, Target
+from redline.load._flow import CompiledFlow, FlowRun, Until
+from redline.load._http import Target
 from redline.load._metrics import Recorder
-from redline.load._plan import Feed, Plan, Request, Scenario, Think, render, render_json
+from redline.load._plan import Plan, Scenario
 from redline.load._self_watch import SelfWatch
-from redline.load._thresholds import evaluate_all, parse, required_percentiles
+from redline.load._thresholds import aborting, evaluate_all, parse, required_percentiles
 from redline.load._vu import VU
 
 FlowFunction = Callable[[VU], Awaitable[Any]]
+Tick = Callable[["Progress"], None]
 _CONTROL_TICK = 0.1  # seconds between closed-model adjustments of the number of users
 
 
@@ -33,194 +33,335 @@ class RunResult:
     summary: dict[str, Any]
     passed: bool
     saturated: bool
+    aborted: bool = False
 
 
-async def run(plan: Plan, target: str, *, timeout: float = 10.0) -> RunResult:
-    """Run every scenario of ``plan`` against ``target``; return the summary and verdicts."""
+@dataclass
+class Progress:
+    """What the run looks like now, handed to the ``on_tick`` callback once a second."""
+
+    elapsed_s: float
+    duration_s: float
+    recorder: Recorder
+    vus: int
+    rate: float | None
+
+
+class _Run:
+    """What the executors of one run share: where to send, where to record, when to stop."""
+
+    def __init__(self, target: Target, recorder: Recorder, watch: SelfWatch, timeout: float):
+        self.target = target
+        self.recorder = recorder
+        self.watch = watch
+        self.timeout = timeout
+        self.loop = asyncio.get_running_loop()
+        self.stopped = asyncio.Event()  # set when an abort-on-fail threshold ends the run
+        self.vus: dict[str, int] = {}
+        self.rates: dict[str, float] = {}
+        self.untils: list[Until] = []  # closed-model users stop when these do
+        self.aborted_at: float | None = None
+        self.aborted_by: list[str] = []
+
+
+async def run(
+    plan: Plan,
+    target: str,
+    *,
+    timeout: float = 10.0,
+    on_tick: Tick | None = None,
+    recorder: Recorder | None = None,
+) -> RunResult:
+    """Run every scenario of ``plan`` against ``target``; return the summary and verdicts.
+
+    Once a second ``on_tick`` (if given) sees the progress, and thresholds marked
+    abort-on-fail are evaluated: a failing one stops the run early.
+    """
     base = Target.parse(target)
-    recorder = Recorder()
+    recorder = recorder if recorder is not None else Recorder()
+    thresholds = [parse(t) for t in plan.thresholds]
+    extra = required_percentiles(thresholds)
     watch = SelfWatch()
     watch.start()
+    state = _Run(base, recorder, watch, timeout)
+    scenarios = asyncio.gather(*(_scenario(s, state) for s in plan.scenarios))
+    ticker = asyncio.get_running_loop().create_task(_ticks(plan, state, thresholds, extra, on_tick))
     try:
-        await asyncio.gather(
-            *(_scenario(s, base, recorder, watch, timeout) for s in plan.scenarios)
-        )
+        await scenarios
     finally:
+        ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
         recorder.stop()
         await watch.stop()
-    summary = recorder.summary(extra=required_percentiles([parse(t) for t in plan.thresholds]))
+    summary = recorder.summary(extra=extra)
     summary["generator"] = watch.summary(summary["requests"]["total"])
-    summary["thresholds"] = evaluate_all(plan.thresholds, summary)
+    summary["thresholds"] = evaluate_all(thresholds, summary)
+    if state.stopped.is_set():
+        summary["aborted"] = {"at_s": state.aborted_at, "by": state.aborted_by}
     passed = all(verdict["ok"] for verdict in summary["thresholds"].values())
-    return RunResult(summary, passed, bool(summary["generator"]["saturated"]))
+    return RunResult(
+        summary, passed, bool(summary["generator"]["saturated"]), state.stopped.is_set()
+    )
 
 
-async def _scenario(
-    scenario: Scenario, target: Target, recorder: Recorder, watch: SelfWatch, timeout: float
+async def _ticks(
+    plan: Plan,
+    state: _Run,
+    thresholds: list[Any],
+    extra: tuple[float, ...],
+    on_tick: Tick | None,
 ) -> None:
-    await asyncio.sleep(scenario.start_after)
-    flow = scenario.flow if callable(scenario.flow) else _interpret(scenario.flow)
-    if scenario.executor.open_model:
-        await _open(scenario, flow, target, recorder, watch, timeout)
+    loop = state.loop
+    started = loop.time()
+    watching = [t for t in thresholds if t.abort_on_fail]
+    while True:
+        await asyncio.sleep(1.0 - (loop.time() - started) % 1.0)
+        elapsed = loop.time() - started
+        if on_tick is not None:
+            rates = [r for r in state.rates.values() if r is not None]
+            on_tick(
+                Progress(
+                    elapsed,
+                    plan.total_duration,
+                    state.recorder,
+                    sum(state.vus.values()),
+                    sum(rates) if rates else None,
+                )
+            )
+        if watching and not state.stopped.is_set():
+            failing = aborting(watching, state.recorder.summary(extra=extra), elapsed)
+            if failing:
+                state.aborted_at = round(elapsed, 3)
+                state.aborted_by = [t.expression for t in failing]
+                state.stopped.set()
+                for until in state.untils:
+                    until.stop = True
+
+
+async def _scenario(scenario: Scenario, state: _Run) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(state.stopped.wait(), scenario.start_after)
+    if state.stopped.is_set():
+        return
+    if callable(scenario.flow):
+        users: _Users = _Tasks(scenario, scenario.flow, state)
     else:
-        await _closed(scenario, flow, target, recorder, timeout)
+        users = _Callbacks(scenario, CompiledFlow(scenario.name, scenario.flow, state.recorder))
+    if scenario.executor.open_model:
+        await _open(scenario, users, state)
+    else:
+        await _closed(scenario, users, state)
 
 
-async def _iteration(scenario: Scenario, flow: FlowFunction, vu: VU, recorder: Recorder) -> None:
-    try:
-        await flow(vu)
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:  # a broken scenario counts as failing, the run goes on
-        recorder.record_check_failure(scenario.name, f"scenario raised {type(exc).__name__}")
-    vu.iteration += 1
+class _Users:
+    """How an executor runs iterations of a scenario's flow on virtual users."""
+
+    def loop(self, vu: VU, until: Until) -> asyncio.Future[None]:
+        """Run iterations on ``vu`` until ``until`` stops them or the user is retired; the
+        future ends with the user."""
+        raise NotImplementedError
+
+    def retire(self, vu: VU) -> None:
+        """Let ``vu`` finish its iteration, then leave."""
+        raise NotImplementedError
+
+    def once(self, vu: VU, done: Callable[[VU], None]) -> None:
+        """Run one iteration on ``vu``, then call ``done(vu)``."""
+        raise NotImplementedError
+
+    def cancel(self, vu: VU) -> None:
+        """Stop ``vu`` mid-iteration, recording nothing more."""
+        raise NotImplementedError
 
 
-async def _closed(
-    scenario: Scenario, flow: FlowFunction, target: Target, recorder: Recorder, timeout: float
-) -> None:
-    executor = scenario.executor
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    end = start + executor.total_duration
-    users: list[tuple[VU, asyncio.Event, asyncio.Task[None]]] = []
-    numbers = itertools.count()
+class _Tasks(_Users):
+    """Python flows: each iteration is a coroutine, each user a task."""
 
-    async def user(vu: VU, retire: asyncio.Event) -> None:
+    def __init__(self, scenario: Scenario, flow: FlowFunction, state: _Run) -> None:
+        self.scenario = scenario
+        self.flow = flow
+        self.recorder = state.recorder
+        self.loop_ = state.loop
+        self.tasks: dict[VU, asyncio.Task[None]] = {}
+        self.retired: set[VU] = set()
+
+    async def _iteration(self, vu: VU) -> None:
         try:
-            while not retire.is_set() and loop.time() < end:
-                await _iteration(scenario, flow, vu, recorder)
-        finally:
-            vu.close()
+            await self.flow(vu)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a broken scenario counts as failing, the run goes on
+            self.recorder.record_check_failure(
+                self.scenario.name, f"scenario raised {type(exc).__name__}"
+            )
+        vu.iteration += 1
 
-    while (now := loop.time()) < end:
-        wanted = executor.vus_at(now - start)
-        while len(users) < wanted:
-            vu, retire = VU(next(numbers), target, recorder, timeout), asyncio.Event()
-            users.append((vu, retire, loop.create_task(user(vu, retire))))
-        while len(users) > wanted:
-            users.pop()[1].set()  # finishes its iteration, then leaves
-        recorder.record_vus(time.perf_counter_ns(), len(users))
-        await asyncio.sleep(min(_CONTROL_TICK, max(0.0, end - now)))
-    for _, retire, _task in users:
-        retire.set()
-    grace = getattr(executor, "graceful_ramp_down", timeout)
-    tasks = [task for _, _, task in users]
-    if tasks:
-        _, late = await asyncio.wait(tasks, timeout=grace)
-        for task in late:
+    def loop(self, vu: VU, until: Until) -> asyncio.Future[None]:
+        clock, retired = self.loop_.time, self.retired
+
+        async def user() -> None:
+            try:
+                while not until.stop and vu not in retired and clock() < until.deadline:
+                    await self._iteration(vu)
+            finally:
+                vu.close()
+                self.tasks.pop(vu, None)
+                retired.discard(vu)
+
+        task = self.tasks[vu] = self.loop_.create_task(user())
+        return task
+
+    def retire(self, vu: VU) -> None:
+        self.retired.add(vu)
+
+    def once(self, vu: VU, done: Callable[[VU], None]) -> None:
+        async def one() -> None:
+            try:
+                await self._iteration(vu)
+            finally:
+                self.tasks.pop(vu, None)
+            done(vu)
+
+        self.tasks[vu] = self.loop_.create_task(one())
+
+    def cancel(self, vu: VU) -> None:
+        task = self.tasks.pop(vu, None)
+        if task is not None:
             task.cancel()
+        vu.close()
 
 
-async def _open(
-    scenario: Scenario,
-    flow: FlowFunction,
-    target: Target,
-    recorder: Recorder,
-    watch: SelfWatch,
-    timeout: float,
-) -> None:
+class _Callbacks(_Users):
+    """Declarative flows: compiled to callbacks, no task per user or per iteration."""
+
+    def __init__(self, scenario: Scenario, flow: CompiledFlow) -> None:
+        self.flow = flow
+        self.runs: dict[VU, FlowRun] = {}
+
+    def _run_of(self, vu: VU) -> FlowRun:
+        run = self.runs.get(vu)
+        if run is None:
+            run = self.runs[vu] = self.flow.bind(vu)
+        return run
+
+    def loop(self, vu: VU, until: Until) -> asyncio.Future[None]:
+        finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def leave(run: FlowRun) -> None:
+            vu.close()
+            self.runs.pop(vu, None)
+            if not finished.done():
+                finished.set_result(None)
+
+        self._run_of(vu).loop(until, leave)
+        return finished
+
+    def retire(self, vu: VU) -> None:
+        run = self.runs.get(vu)
+        if run is not None:
+            run.retired = True
+
+    def once(self, vu: VU, done: Callable[[VU], None]) -> None:
+        self._run_of(vu).start(lambda run: done(run.vu))
+
+    def cancel(self, vu: VU) -> None:
+        run = self.runs.pop(vu, None)
+        if run is not None:
+            run.cancel()
+        vu.close()
+
+
+async def _closed(scenario: Scenario, users: _Users, state: _Run) -> None:
     executor = scenario.executor
-    loop = asyncio.get_running_loop()
+    loop = state.loop
+    start = loop.time()
+    until = Until(start + executor.total_duration)
+    state.untils.append(until)
+    active: list[tuple[VU, asyncio.Future[None]]] = []
+    numbers = itertools.count()
+    stopped = state.stopped
+
+    while (now := loop.time()) < until.deadline and not stopped.is_set():
+        wanted = executor.vus_at(now - start)
+        while len(active) < wanted:
+            vu = VU(next(numbers), state.target, state.recorder, state.timeout)
+            active.append((vu, users.loop(vu, until)))
+        while len(active) > wanted:
+            users.retire(active.pop()[0])  # finishes its iteration, then leaves
+        state.vus[scenario.name] = len(active)
+        state.recorder.record_vus(time.perf_counter_ns(), len(active))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                stopped.wait(), min(_CONTROL_TICK, max(0.0, until.deadline - now))
+            )
+    until.stop = True
+    state.vus[scenario.name] = 0
+    grace = 0.0 if stopped.is_set() else getattr(executor, "graceful_ramp_down", state.timeout)
+    pending = [future for _, future in active if not future.done()]
+    if pending:
+        await asyncio.wait(pending, timeout=grace)
+    for vu, future in active:
+        if not future.done():
+            users.cancel(vu)
+            future.cancel()
+
+
+async def _open(scenario: Scenario, users: _Users, state: _Run) -> None:
+    executor = scenario.executor
+    loop = state.loop
+    recorder, watch, target, timeout = state.recorder, state.watch, state.target, state.timeout
     idle = [VU(n, target, recorder, timeout) for n in range(executor.pre_allocated_vus)]
     count = len(idle)
-    running: set[asyncio.Task[None]] = set()
+    busy: set[VU] = set()
+    drained: asyncio.Future[None] | None = None
+    name = scenario.name
+    stopped = state.stopped
 
-    async def dispatch(vu: VU) -> None:
-        await _iteration(scenario, flow, vu, recorder)
+    def done(vu: VU) -> None:
+        busy.discard(vu)
         idle.append(vu)
+        if drained is not None and not busy and not drained.done():
+            drained.set_result(None)
 
     t0 = time.perf_counter_ns()
+    next_second = 0
     for offset in executor.arrivals():
+        if stopped.is_set():
+            break
         intended = t0 + int(offset * 1e9)
         wait = intended - time.perf_counter_ns()
         if wait > 0:
             await asyncio.sleep(wait / 1e9)
-        lag = time.perf_counter_ns() - intended
+        now = time.perf_counter_ns()
+        if offset >= next_second:
+            # The target rate, once a second, for the report's arrival-rate series.
+            rate = executor.rate_at(offset)
+            state.rates[name] = rate
+            recorder.record_rate(now, rate)
+            state.vus[name] = len(busy)
+            next_second = int(offset) + 1
+        lag = now - intended
         watch.schedule_lag(lag)
         if lag > 1_000_000:
-            recorder.record_late(scenario.name, lag)
+            recorder.record_late(name, lag)
         if idle:
             vu = idle.pop()
         elif count < executor.max_vus:
             vu = VU(count, target, recorder, timeout)
             count += 1
         else:
-            recorder.record_dropped(scenario.name)
+            recorder.record_dropped(name)
             continue
         vu.intended_ns = intended
-        task = loop.create_task(dispatch(vu))
-        running.add(task)
-        task.add_done_callback(running.discard)
-    if running:
-        await asyncio.wait(running, timeout=timeout)
+        busy.add(vu)
+        users.once(vu, done)
+    state.rates[name] = 0.0
+    if busy and not stopped.is_set():
+        drained = loop.create_future()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(drained, timeout)
+    for vu in list(busy):
+        users.cancel(vu)
     for vu in idle:
         vu.close()
-
-
-# -- declarative flows ------------------------------------------------------------------------
-
-
-class _Feeds:
-    """Rows of the CSV feeds of a run, handed out per the feed's mode."""
-
-    def __init__(self) -> None:
-        self._rows: dict[Path, list[dict[str, str]]] = {}
-        self._next: dict[Path, int] = {}
-
-    def take(self, feed: Feed) -> dict[str, str]:
-        rows = self._rows.get(feed.file)
-        if rows is None:
-            with open(feed.file, newline="") as handle:
-                rows = self._rows[feed.file] = list(csv.DictReader(handle))
-        if feed.mode == "random":
-            return random.choice(rows)
-        index = self._next.get(feed.file, 0)
-        self._next[feed.file] = index + 1
-        if feed.mode == "unique" and index >= len(rows):
-            raise LookupError(f"feed {feed.file.name}: all {len(rows)} unique rows used")
-        return rows[index % len(rows)]
-
-
-def _interpret(flow: tuple[Any, ...]) -> FlowFunction:
-    feeds = _Feeds()
-
-    async def run_flow(vu: VU) -> None:
-        for step in flow:
-            if isinstance(step, Think):
-                await vu.think(step.min, step.max)
-            elif isinstance(step, Feed):
-                vu.vars.update(feeds.take(step))
-            elif isinstance(step, Request):
-                await _request(vu, step)
-
-    return run_flow
-
-
-async def _request(vu: VU, step: Request) -> None:
-    variables = vu.vars
-    response = await vu.request(
-        step.method,
-        render(step.url, variables),
-        name=step.name,
-        headers={k: render(v, variables) for k, v in step.headers.items()},
-        json=render_json(step.json, variables) if step.json is not None else None,
-        body=render(step.body, variables).encode() if step.body is not None else None,
-    )
-    if step.check is not None:
-        ok = vu.check(response, step.check.status, name=step.name)
-        wanted = step.check.body_contains
-        if ok and wanted and response is not None and wanted.encode() not in response.body:
-            vu.recorder.record_check_failure(step.name, "body_contains")
-    if response is not None:
-        for capture in step.capture:
-            variables[capture.var] = _captured(response, capture)
-
-
-def _captured(response: Response, capture: Any) -> Any:
-    if capture.header is not None:
-        return response.header(capture.header)
-    value: Any = response.json()
-    for part in capture.json_path:
-        value = value[part]
-    return value

@@ -1,0 +1,254 @@
+"""The HTML and JUnit reports, from summaries of a real Recorder with real threshold verdicts."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+from browser import dump_dom
+from plotly.offline import get_plotlyjs
+
+from redline.load._metrics import Recorder
+from redline.load._report import write_html, write_junit
+from redline.load._thresholds import evaluate_all, parse, required_percentiles
+
+SECOND = 1_000_000_000
+MS = 1_000_000
+EVIL = "<script>alert(1)</script>"
+SERVER = {
+    'mem_bytes{job="api"}': {
+        "values": [[0.0, 1.0e8], [1.0, 2.0e8], [2.0, 1.5e8]],
+        "last": 1.5e8,
+        "min": 1.0e8,
+        "max": 2.0e8,
+        "avg": 1.5e8,
+    },
+    'queue_depth{le="<0.5"}': {"values": [[0.0, 1], [2.0, 4]], "last": 4},
+}
+# Closed-model "list-calls": 5 s x 100 requests, latency 5 ms in second 0 up to 9 ms in second 4.
+# Open-model EVIL: 5 s x 50 requests, every 10th a 503, each sent 1 ms late.
+THRESHOLDS = [
+    "latency{name:list-calls}: p(95) < 6",  # fails: 9 ms
+    "errors: rate < 0.5",
+    f'latency{{name:"{EVIL}"}}: p(99) < 100',
+    "rps > 1000",  # fails: 150/s
+]
+
+
+def run_summary(
+    thresholds: list[str] = THRESHOLDS, *, saturated: bool = False, **extra: Any
+) -> dict[str, Any]:
+    """A five-second run recorded with explicit timestamps, judged by ``thresholds``."""
+    recorder = Recorder(start_ns=0)
+    for second in range(5):
+        start = second * SECOND
+        recorder.record_vus(start, 10 + second)
+        recorder.record_rate(start, 50.0)
+        for i in range(100):
+            sent = start + i * 9 * MS
+            recorder.record("list-calls", None, sent, sent + (5 + second) * MS, 200, None)
+        for i in range(50):
+            intended = start + i * 19 * MS
+            error = "status:503" if i % 10 == 0 else None
+            recorder.record(EVIL, intended, intended + MS, intended + 3 * MS, 200, error)
+        recorder.record_dropped(EVIL, 2, now_ns=start + 1)
+        recorder.record_late(EVIL, MS, now_ns=start + 1)
+    recorder.record_check_failure("list-calls", "body contains <b>")
+    recorder.stop(5 * SECOND)
+    summary = recorder.summary(extra=required_percentiles(parse(t) for t in thresholds))
+    summary["generator"] = {
+        "cpu_us_per_request": 9.1,
+        "saturated": saturated,
+        "reasons": ["event loop p99 lag 12.0 ms > 10 ms"] if saturated else [],
+        "max_schedule_lag_ms": 1.0,
+    }
+    summary.update(extra)
+    summary["thresholds"] = evaluate_all(thresholds, summary)
+    return summary
+
+
+def html_of(summary: dict[str, Any], tmp_path: Path, **options: Any) -> str:
+    path = tmp_path / "report.html"
+    write_html(summary, path, **options)
+    return path.read_text(encoding="utf-8")
+
+
+class _Tables(HTMLParser):
+    """The text of every cell of the tables inside ``<section id=...>``, row by row."""
+
+    def __init__(self, section: str) -> None:
+        super().__init__()
+        self.section = section
+        self.inside = False
+        self.rows: list[list[str]] = []
+        self.cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "section":
+            self.inside = ("id", self.section) in attrs
+        elif self.inside and tag == "tr":
+            self.rows.append([])
+        elif self.inside and tag in ("td", "th"):
+            self.cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self.cell is not None:
+            self.rows[-1].append("".join(self.cell).strip())
+            self.cell = None
+        elif tag == "section":
+            self.inside = False
+
+    def handle_data(self, data: str) -> None:
+        if self.cell is not None:
+            self.cell.append(data)
+
+
+def rows_of(page: str, section: str) -> dict[str, list[str]]:
+    """``{first cell: other cells}`` of the section's table rows."""
+    parser = _Tables(section)
+    parser.feed(page)
+    return {row[0]: row[1:] for row in parser.rows if row}
+
+
+def test_html_has_a_row_per_request_name_with_its_counts(tmp_path: Path) -> None:
+    rows = rows_of(html_of(run_summary(), tmp_path), "requests")
+
+    # requests, failed, req/s, p50, p90, p95, p99, p99.9, max, service p95, service p99, errors
+    assert rows["list-calls"][:3] == ["500", "0", "100"]
+    assert rows["list-calls"][5] == "9.007"
+    assert rows["list-calls"][11] == "check: body contains <b> (1)"
+    assert rows[EVIL][:3] == ["250", "25", "50"]
+    assert rows[EVIL][6] == "3.001"  # latency from the intended send: 3 ms
+    assert rows[EVIL][10] == "2"  # service time from the actual send: 2 ms
+    assert rows[EVIL][11] == "status:503 (25)"
+    assert rows["All requests"][:3] == ["750", "25", "150"]
+
+
+def test_html_shows_failed_thresholds_as_fail_and_the_run_as_fail(tmp_path: Path) -> None:
+    page = html_of(run_summary(), tmp_path)
+    rows = rows_of(page, "thresholds")
+
+    assert rows["latency{name:list-calls}: p(95) < 6"] == ["9.007", "FAIL"]
+    assert rows["errors: rate < 0.5"] == ["0.03333", "PASS"]
+    assert rows[f'latency{{name:"{EVIL}"}}: p(99) < 100'] == ["3.001", "PASS"]
+    assert rows["rps > 1000"] == ["150", "FAIL"]
+    assert '<span class="verdict fail">FAIL</span>' in page
+
+
+def test_html_shows_pass_when_every_threshold_passes(tmp_path: Path) -> None:
+    thresholds = ["errors: rate < 0.5", "rps > 100"]
+    page = html_of(run_summary(thresholds), tmp_path)
+
+    rows = rows_of(page, "thresholds")
+    assert [rows[expression][-1] for expression in thresholds] == ["PASS", "PASS"]
+    assert '<span class="verdict pass">PASS</span>' in page
+
+
+def test_html_loads_nothing_from_the_network(tmp_path: Path) -> None:
+    page = html_of(run_summary(server=SERVER), tmp_path)
+
+    assert page.count(get_plotlyjs()) == 1
+    own = page.replace(get_plotlyjs(), "")
+    assert not re.search(r"<script[^>]*\bsrc\s*=", page, re.IGNORECASE)
+    assert not re.search(r"<link\b", own, re.IGNORECASE)
+    assert not re.search(r"https?://|//cdn|@import", own)
+
+
+def test_html_escapes_request_names_expressions_and_reasons(tmp_path: Path) -> None:
+    page = html_of(run_summary(server=SERVER), tmp_path, title="<i>load</i>")
+
+    assert EVIL not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "body contains &lt;b&gt;" in page
+    assert "<title>&lt;i&gt;load&lt;/i&gt;</title>" in page
+    # Plotly shows entities as characters but reads tags in labels: it gets "&lt;", not "<".
+    assert 'queue_depth{le=\\"&lt;0.5\\"}' in page
+    assert "\\u003c0.5" not in page
+
+
+def test_html_has_a_chart_per_timeseries_panel_and_per_server_series(tmp_path: Path) -> None:
+    without = html_of(run_summary(), tmp_path)
+    with_server = html_of(run_summary(server=SERVER), tmp_path)
+
+    # latency, throughput, failures, load; then one per series
+    assert len(re.findall(r'<div id="redline-chart-\d+"', without)) == 4
+    assert len(re.findall(r'<div id="redline-chart-\d+"', with_server)) == 4 + len(SERVER)
+
+
+def test_html_is_the_same_for_the_same_summary(tmp_path: Path) -> None:
+    summary = run_summary(server=SERVER)
+
+    assert html_of(summary, tmp_path) == html_of(summary, tmp_path)
+
+
+def test_html_warns_of_a_saturated_generator_with_its_reasons(tmp_path: Path) -> None:
+    calm = html_of(run_summary(), tmp_path)
+    saturated = html_of(run_summary(saturated=True), tmp_path)
+
+    assert 'class="warning"' not in calm
+    assert 'class="warning"' in saturated
+    assert "event loop p99 lag 12.0 ms &gt; 10 ms" in saturated
+    assert rows_of(saturated, "generator")["saturated"] == ["yes"]
+
+
+def test_html_renders_any_preset_verdict_as_a_key_value_table(tmp_path: Path) -> None:
+    verdicts = {"spike": {"recovery_s": 3.0, "peak_p99_ms": 812.5, "recovered": True}}
+    rows = rows_of(html_of(run_summary(verdicts=verdicts), tmp_path), "verdicts")
+
+    assert rows == {"recovery_s": ["3"], "peak_p99_ms": ["812.5"], "recovered": ["yes"]}
+
+
+def junit_of(summary: dict[str, Any], tmp_path: Path) -> ET.Element:
+    path = tmp_path / "junit.xml"
+    write_junit(summary, path, suite="checkout")
+    return ET.parse(path).getroot()
+
+
+def test_junit_has_a_case_per_threshold_and_counts_the_failures(tmp_path: Path) -> None:
+    suite = junit_of(run_summary(), tmp_path).find("testsuite")
+
+    assert suite is not None
+    assert (suite.get("name"), suite.get("tests"), suite.get("failures")) == ("checkout", "5", "2")
+    cases = {case.get("name"): case for case in suite.iter("testcase")}
+    assert list(cases) == [*THRESHOLDS, "generator"]
+    assert {case.get("classname") for case in cases.values()} == {"thresholds", "generator"}
+    failure = cases["rps > 1000"].find("failure")
+    assert failure is not None and failure.get("message") == "value 150 fails rps > 1000"
+    assert cases["errors: rate < 0.5"].find("failure") is None
+    assert cases["generator"].find("failure") is None
+
+
+def test_junit_fails_the_generator_case_when_saturated(tmp_path: Path) -> None:
+    suite = junit_of(run_summary(["errors: rate < 0.5"], saturated=True), tmp_path)[0]
+
+    assert (suite.get("tests"), suite.get("failures")) == ("2", "1")
+    failure = suite.find("testcase[@name='generator']/failure")
+    assert failure is not None
+    assert failure.get("message") == "generator saturated: event loop p99 lag 12.0 ms > 10 ms"
+
+
+def test_junit_fails_a_threshold_the_run_has_no_value_for(tmp_path: Path) -> None:
+    suite = junit_of(run_summary(["latency{name:missing}: p(95) < 5"]), tmp_path)[0]
+
+    failure = suite.find("testcase[@classname='thresholds']/failure")
+    assert failure is not None
+    assert "no value" in failure.get("message", "")
+
+
+def test_report_renders_offline_in_headless_chromium(tmp_path: Path) -> None:
+    path = tmp_path / "report.html"
+    write_html(run_summary(server=SERVER), path)
+
+    rendered = dump_dom(path, offline=True)
+
+    charts = re.findall(r'<div id="redline-chart-\d+" class="([^"]*)"', rendered.dom)
+    assert len(charts) == 4 + len(SERVER)
+    assert all("js-plotly-plot" in classes for classes in charts)
+    assert len(re.findall(r'<svg class="main-svg"', rendered.dom)) >= len(charts)
+    assert len(re.findall(r'<g class="trace scatter', rendered.dom)) == 3 + 1 + 2 + len(SERVER)
+    assert len(re.findall(r'<g class="trace bars', rendered.dom)) == 3
+    rows = rows_of(rendered.dom, "thresholds")
+    assert rows["rps > 1000"] == ["150", "FAIL"]
