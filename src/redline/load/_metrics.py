@@ -316,6 +316,12 @@ class Recorder:
         self.stop_ns = time.perf_counter_ns() if stop_ns is None else stop_ns
         self.flush()
 
+    @property
+    def requests(self) -> int:
+        """Requests recorded so far."""
+        self.flush()
+        return self._total.requests
+
     def sink(self, name: str) -> array:
         """The buffer of closed-model samples of ``name`` (service times in ns), for a caller
         that appends to it directly: valid while ``_low_ns <= done_ns < _high_ns``; outside
@@ -367,11 +373,12 @@ class Recorder:
 
     # -- merging -------------------------------------------------------------------------
 
-    def export(self) -> bytes:
-        """Everything recorded, as bytes another process can ``merge()`` losslessly."""
+    def export(self, *, timeline: bool = True) -> bytes:
+        """Everything recorded, as bytes another process can ``merge()`` losslessly;
+        ``timeline=False`` leaves out the per-second series (a small running total)."""
         self.flush()
         intervals = {}
-        for second, interval in self._intervals.items():
+        for second, interval in self._intervals.items() if timeline else ():
             blob = _encode(self._live) if second == self._current else interval.blob
             intervals[second] = [
                 interval.requests,
@@ -388,10 +395,36 @@ class Recorder:
                 "total": self._total.export(),
                 "endpoints": {name: stats.export() for name, stats in self._stats.items()},
                 "intervals": intervals,
-                "vus": self._filled(self._vus),
-                "rate": self._filled(self._rate),
+                "vus": self._filled(self._vus) if timeline else {},
+                "rate": self._filled(self._rate) if timeline else {},
             }
         )
+
+    def live(self) -> dict[str, Any]:
+        """A cheap look at the run so far, for progress displays: totals, and the latest
+        complete second's rate and latency percentiles (whole-run ones when there is no
+        per-second series, as in a view merged from ``export(timeline=False)``)."""
+        self.flush()
+        total = self._total
+        out: dict[str, Any] = {
+            "requests": total.requests,
+            "failed": total.failed,
+            "dropped": total.dropped,
+            "checks_failed": total.checks_failed,
+        }
+        last = self._intervals.get(self._current - 1)
+        if last is not None and last.blob:
+            hist = _decode(last.blob)
+            out["rps"] = last.requests
+        else:
+            hist = total.latency
+            end = self.stop_ns if self.stop_ns is not None else time.perf_counter_ns()
+            seconds = (end - self.start_ns) / 1e9
+            out["rps"] = total.requests / seconds if seconds > 0 else 0.0
+        values = percentiles(hist, TIMESERIES_PERCENTILES)
+        for p in TIMESERIES_PERCENTILES:
+            out[percentile_key(p)] = values[p] / 1000
+        return out
 
     def merge(self, blob: bytes) -> None:
         """Add another recorder's ``export()``: counters sum, histograms add count by count."""

@@ -19,8 +19,10 @@ from redline.load._flow import CompiledFlow, FlowRun, Until
 from redline.load._http import Target
 from redline.load._metrics import Recorder
 from redline.load._plan import Plan, Scenario
+from redline.load._scrape import Scraper
 from redline.load._self_watch import SelfWatch
-from redline.load._thresholds import aborting, evaluate_all, parse, required_percentiles
+from redline.load._thresholds import evaluate_all, parse, required_percentiles
+from redline.load._verdicts import verdicts
 from redline.load._vu import VU
 
 FlowFunction = Callable[[VU], Awaitable[Any]]
@@ -50,8 +52,16 @@ class Progress:
 class _Run:
     """What the executors of one run share: where to send, where to record, when to stop."""
 
-    def __init__(self, target: Target, recorder: Recorder, watch: SelfWatch, timeout: float):
+    def __init__(
+        self,
+        target: Target,
+        recorder: Recorder,
+        watch: SelfWatch,
+        timeout: float,
+        shard: tuple[int, int] = (0, 1),
+    ) -> None:
         self.target = target
+        self.shard, self.shards = shard
         self.recorder = recorder
         self.watch = watch
         self.timeout = timeout
@@ -63,6 +73,19 @@ class _Run:
         self.aborted_at: float | None = None
         self.aborted_by: list[str] = []
 
+    def stop(self, elapsed: float, by: list[str]) -> None:
+        """End the run now: executors stop starting iterations, users leave."""
+        self.aborted_at = round(elapsed, 3)
+        self.aborted_by = by
+        self.stopped.set()
+        for until in self.untils:
+            until.stop = True
+
+    def share(self, count: int) -> int:
+        """This worker's share of ``count`` users: the shares of all workers add up."""
+        n, i = self.shards, self.shard
+        return count * (i + 1) // n - count * i // n
+
 
 async def run(
     plan: Plan,
@@ -71,21 +94,27 @@ async def run(
     timeout: float = 10.0,
     on_tick: Tick | None = None,
     recorder: Recorder | None = None,
+    metrics_url: str | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> RunResult:
     """Run every scenario of ``plan`` against ``target``; return the summary and verdicts.
 
-    Once a second ``on_tick`` (if given) sees the progress, and thresholds marked
-    abort-on-fail are evaluated: a failing one stops the run early.
+    Once a second ``on_tick`` (if given) sees the progress (returning True stops the run),
+    and thresholds marked abort-on-fail (all of them under the breakpoint preset) are
+    evaluated: a failing one stops the run early. ``metrics_url`` is scraped during the
+    run for ``summary["server"]``. ``shard=(i, n)`` runs worker ``i``'s share of ``n``:
+    every n-th arrival of the open model and a 1/n share of the closed model's users.
     """
     base = Target.parse(target)
     recorder = recorder if recorder is not None else Recorder()
-    thresholds = [parse(t) for t in plan.thresholds]
-    extra = required_percentiles(thresholds)
+    scraper = Scraper(metrics_url, start_ns=recorder.start_ns) if metrics_url else None
     watch = SelfWatch()
     watch.start()
-    state = _Run(base, recorder, watch, timeout)
+    if scraper is not None:
+        scraper.start()
+    state = _Run(base, recorder, watch, timeout, shard)
     scenarios = asyncio.gather(*(_scenario(s, state) for s in plan.scenarios))
-    ticker = asyncio.get_running_loop().create_task(_ticks(plan, state, thresholds, extra, on_tick))
+    ticker = asyncio.get_running_loop().create_task(_ticks(plan, state, scraper, on_tick))
     try:
         await scenarios
     finally:
@@ -94,49 +123,84 @@ async def run(
             await ticker
         recorder.stop()
         await watch.stop()
-    summary = recorder.summary(extra=extra)
-    summary["generator"] = watch.summary(summary["requests"]["total"])
-    summary["thresholds"] = evaluate_all(thresholds, summary)
-    if state.stopped.is_set():
-        summary["aborted"] = {"at_s": state.aborted_at, "by": state.aborted_by}
-    passed = all(verdict["ok"] for verdict in summary["thresholds"].values())
-    return RunResult(
-        summary, passed, bool(summary["generator"]["saturated"]), state.stopped.is_set()
+        if scraper is not None:
+            await scraper.stop()
+    aborted = {"at_s": state.aborted_at, "by": state.aborted_by} if state.aborted_by else None
+    return conclude(
+        plan,
+        recorder,
+        watch.summary(recorder.requests),
+        aborted=aborted,
+        scraper=scraper,
     )
 
 
-async def _ticks(
+def conclude(
     plan: Plan,
-    state: _Run,
-    thresholds: list[Any],
-    extra: tuple[float, ...],
-    on_tick: Tick | None,
-) -> None:
+    recorder: Recorder,
+    generator: dict[str, Any],
+    *,
+    aborted: dict[str, Any] | None = None,
+    scraper: Scraper | None = None,
+) -> RunResult:
+    """The summary of a finished run (of one process, or merged from workers) and its
+    verdicts: thresholds, preset verdicts, generator saturation."""
+    thresholds = [parse(t) for t in plan.thresholds]
+    summary = recorder.summary(extra=required_percentiles(thresholds))
+    summary["generator"] = generator
+    if scraper is not None:
+        summary["server"] = scraper.summary()
+        summary["server_scrape"] = scraper.status()
+    if aborted:
+        summary["aborted"] = aborted
+    summary["thresholds"] = evaluate_all(thresholds, summary)
+    found = verdicts(plan, recorder, summary)
+    if found:
+        summary["verdicts"] = found
+    passed = all(verdict["ok"] for verdict in summary["thresholds"].values())
+    return RunResult(summary, passed, bool(generator["saturated"]), aborted is not None)
+
+
+def _snapshot(state: _Run, scraper: Scraper | None, extra: tuple[float, ...]) -> dict[str, Any]:
+    summary = state.recorder.summary(extra=extra)
+    if scraper is not None:
+        summary["server"] = scraper.summary()
+    return summary
+
+
+async def _ticks(plan: Plan, state: _Run, scraper: Scraper | None, on_tick: Tick | None) -> None:
     loop = state.loop
     started = loop.time()
-    watching = [t for t in thresholds if t.abort_on_fail]
+    thresholds = [parse(t) for t in plan.thresholds]
+    breakpoint_run = plan.preset is not None and plan.preset.name == "breakpoint"
+    # The breakpoint preset ramps until something breaks: every threshold stops it.
+    watching = thresholds if breakpoint_run else [t for t in thresholds if t.abort_on_fail]
+    extra = required_percentiles(watching)
     while True:
         await asyncio.sleep(1.0 - (loop.time() - started) % 1.0)
         elapsed = loop.time() - started
         if on_tick is not None:
             rates = [r for r in state.rates.values() if r is not None]
-            on_tick(
-                Progress(
-                    elapsed,
-                    plan.total_duration,
-                    state.recorder,
-                    sum(state.vus.values()),
-                    sum(rates) if rates else None,
-                )
+            progress = Progress(
+                elapsed,
+                plan.total_duration,
+                state.recorder,
+                sum(state.vus.values()),
+                sum(rates) if rates else None,
             )
+            if on_tick(progress) is True and not state.stopped.is_set():
+                state.stop(elapsed, ["stopped by the coordinator"])
         if watching and not state.stopped.is_set():
-            failing = aborting(watching, state.recorder.summary(extra=extra), elapsed)
+            summary = _snapshot(state, scraper, extra)
+            failing = [
+                t
+                for t in watching
+                if elapsed >= t.delay_abort_eval
+                and summary["requests"]["total"]
+                and not t.evaluate(summary)[0]
+            ]
             if failing:
-                state.aborted_at = round(elapsed, 3)
-                state.aborted_by = [t.expression for t in failing]
-                state.stopped.set()
-                for until in state.untils:
-                    until.stop = True
+                state.stop(elapsed, [t.expression for t in failing])
 
 
 async def _scenario(scenario: Scenario, state: _Run) -> None:
@@ -283,7 +347,7 @@ async def _closed(scenario: Scenario, users: _Users, state: _Run) -> None:
     stopped = state.stopped
 
     while (now := loop.time()) < until.deadline and not stopped.is_set():
-        wanted = executor.vus_at(now - start)
+        wanted = state.share(executor.vus_at(now - start))
         while len(active) < wanted:
             vu = VU(next(numbers), state.target, state.recorder, state.timeout)
             active.append((vu, users.loop(vu, until)))
@@ -311,7 +375,11 @@ async def _open(scenario: Scenario, users: _Users, state: _Run) -> None:
     executor = scenario.executor
     loop = state.loop
     recorder, watch, target, timeout = state.recorder, state.watch, state.target, state.timeout
-    idle = [VU(n, target, recorder, timeout) for n in range(executor.pre_allocated_vus)]
+    shard, shards = state.shard, state.shards
+    max_vus = -(-executor.max_vus // shards)
+    idle = [
+        VU(n, target, recorder, timeout) for n in range(-(-executor.pre_allocated_vus // shards))
+    ]
     count = len(idle)
     busy: set[VU] = set()
     drained: asyncio.Future[None] | None = None
@@ -326,9 +394,11 @@ async def _open(scenario: Scenario, users: _Users, state: _Run) -> None:
 
     t0 = time.perf_counter_ns()
     next_second = 0
-    for offset in executor.arrivals():
+    for number, offset in enumerate(executor.arrivals()):
         if stopped.is_set():
             break
+        if number % shards != shard:
+            continue  # another worker's arrival
         intended = t0 + int(offset * 1e9)
         wait = intended - time.perf_counter_ns()
         if wait > 0:
@@ -347,7 +417,7 @@ async def _open(scenario: Scenario, users: _Users, state: _Run) -> None:
             recorder.record_late(name, lag)
         if idle:
             vu = idle.pop()
-        elif count < executor.max_vus:
+        elif count < max_vus:
             vu = VU(count, target, recorder, timeout)
             count += 1
         else:
