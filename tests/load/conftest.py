@@ -65,6 +65,7 @@ class _ServerConnection(asyncio.Protocol):
         path = self.url.decode().split("?", 1)[0]
         body = b"".join(self.body)
         server.seen.append((method, path, body))
+        server.heads.append(self.headers)
         head = method == "HEAD"
         parts = path.strip("/").split("/")
         route, arg = parts[0], parts[1] if len(parts) > 1 else ""
@@ -147,6 +148,7 @@ class HTTPTestServer:
         self.connections = 0
         self.requests = 0
         self.seen: list[tuple[str, str, bytes]] = []
+        self.heads: list[list[tuple[bytes, bytes]]] = []  # request header fields, in order
         self.port = 0
         self._server: asyncio.AbstractServer | None = None
 

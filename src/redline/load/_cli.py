@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
 import typer
 from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from redline.load._errors import RedlineLoadError
-from redline.load._plan import (
-    ConstantArrivalRate,
-    ConstantVUs,
-    Plan,
-    apply_preset,
-    load_plan,
-    parse_duration,
-)
+from redline.load._http import Target
+from redline.load._runner import Progress, run
 
 EXIT_PASSED = 0
 EXIT_USAGE = 2
@@ -42,65 +38,138 @@ def run_command(
         float | None, typer.Option(help="Arrivals per second of constant-arrival-rate ones.")
     ] = None,
     duration: Annotated[str | None, typer.Option(help="Duration of constant scenarios.")] = None,
-    out: Annotated[Path, typer.Option(help="Folder for summary.json.")] = Path("redline-load"),
+    workers: Annotated[
+        int, typer.Option(min=1, help="Processes to spread the load over (one core each).")
+    ] = 1,
+    metrics_url: Annotated[
+        str | None,
+        typer.Option(help="Prometheus text endpoint of the target, scraped once a second."),
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds a request may take.")] = 10.0,
+    progress: Annotated[
+        bool | None,
+        typer.Option(
+            "--progress/--no-progress", help="Live progress (default: when on a terminal)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path, typer.Option(help="Folder for summary.json, report.html and junit.xml.")
+    ] = Path("redline-load"),
 ) -> None:
     """Run PLAN against its target; exit 0 pass, 99 thresholds failed, 98 generator saturated,
     2 bad plan or usage."""
-    from redline.load._runner import run
+    from redline.load._workers import PlanSpec, loop_factory, run_workers
 
     console = Console()
+    spec = PlanSpec(plan_file, preset, vus, rate, duration)
     try:
-        plan = _overridden(load_plan(plan_file), vus, rate, duration)
-        if preset:
-            plan = apply_preset(plan, preset)
+        plan = spec.load()
         url = target or plan.target
         if not url:
             raise typer.BadParameter("no target: pass --target URL or set target in the plan")
+        Target.parse(url)
+        if metrics_url:
+            Target.parse(metrics_url)
     except (RedlineLoadError, ValueError) as exc:
-        console.print(f"[red]{exc}[/]")
+        console.print(f"[red]{escape(str(exc))}[/]")
         raise typer.Exit(EXIT_USAGE) from None
-    console.print(f"running {plan_file} against {url} for {plan.total_duration:.1f} s")
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        result = runner.run(run(plan, url))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_bytes(
-        orjson.dumps(result.summary, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
+    shape = f"{workers} workers" if workers > 1 else "1 process"
+    console.print(
+        f"running {escape(str(plan_file))} against {escape(url)} for "
+        f"{plan.total_duration:.1f} s ({shape})"
     )
+    live = _LiveProgress(console, enabled=console.is_terminal if progress is None else progress)
+    try:
+        with live, asyncio.Runner(loop_factory=loop_factory()) as runner:
+            if workers > 1:
+                result = runner.run(
+                    run_workers(
+                        spec,
+                        url,
+                        workers,
+                        timeout=timeout,
+                        on_tick=live.update,
+                        metrics_url=metrics_url,
+                    )
+                )
+            else:
+                result = runner.run(
+                    run(
+                        plan,
+                        url,
+                        timeout=timeout,
+                        on_tick=live.update,
+                        metrics_url=metrics_url,
+                    )
+                )
+    except RedlineLoadError as exc:
+        console.print(f"[red]{escape(str(exc))}[/]")
+        raise typer.Exit(EXIT_USAGE) from None
+    _write_outputs(result.summary, out, title=f"redline load: {plan_file.name}")
     _print(console, result.summary)
+    console.print(f"wrote {escape(str(out))}/summary.json, report.html, junit.xml")
     if result.saturated:
         for reason in result.summary["generator"]["reasons"]:
-            console.print(f"[yellow]generator saturated: {reason}[/]")
+            console.print(f"[yellow]generator saturated: {escape(reason)}[/]")
         raise typer.Exit(EXIT_SATURATED)
     raise typer.Exit(EXIT_PASSED if result.passed else EXIT_THRESHOLDS)
 
 
-def _loop_factory() -> Any:
-    """uvloop when installed: its loop costs less CPU per request than asyncio's."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - e.g. on Windows
-        return None
-    return uvloop.new_event_loop
+def _write_outputs(summary: dict[str, Any], out: Path, *, title: str) -> None:
+    from redline.load._report import write_html, write_junit
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_bytes(
+        orjson.dumps(
+            summary,
+            option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS,
+        )
+    )
+    write_html(summary, out / "report.html", title=title)
+    write_junit(summary, out / "junit.xml")
 
 
-def _overridden(plan: Plan, vus: int | None, rate: float | None, duration: str | None) -> Plan:
-    seconds = parse_duration(duration) if duration is not None else None
-    scenarios = []
-    for scenario in plan.scenarios:
-        executor: Any = scenario.executor
-        changes: dict[str, Any] = {}
-        if isinstance(executor, ConstantVUs) and vus is not None:
-            changes["vus"] = vus
-        if isinstance(executor, ConstantArrivalRate) and rate is not None:
-            changes["rate"] = rate * executor.time_unit
-        if isinstance(executor, ConstantVUs | ConstantArrivalRate) and seconds is not None:
-            changes["duration"] = seconds
-        if changes:
-            scenario = dataclasses.replace(
-                scenario, executor=dataclasses.replace(executor, **changes)
-            )
-        scenarios.append(scenario)
-    return dataclasses.replace(plan, scenarios=tuple(scenarios))
+class _LiveProgress:
+    """Elapsed/remaining, users or arrival rate, rps, p50/p95/p99 and errors, redrawn once
+    a second (or one line every 10 s when not on a terminal and asked for)."""
+
+    def __init__(self, console: Console, *, enabled: bool) -> None:
+        self.console = console
+        self.enabled = enabled
+        self.live: Live | None = None
+        self._last_line = -10.0
+
+    def __enter__(self) -> _LiveProgress:
+        if self.enabled and self.console.is_terminal:
+            self.live = Live(console=self.console, refresh_per_second=4, transient=True)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.__exit__(None, None, None)
+
+    def update(self, progress: Progress) -> None:
+        if not self.enabled:
+            return
+        now = progress.recorder.live()
+        remaining = max(progress.duration_s - progress.elapsed_s, 0.0)
+        load = (
+            f"{progress.rate:.0f}/s arrivals"
+            if progress.rate is not None
+            else f"{progress.vus} VUs"
+        )
+        text = (
+            f"{progress.elapsed_s:6.1f} s  ({remaining:.0f} s left)  {load}  "
+            f"{now['rps']:.0f} req/s  p50 {now['p50']:.2f}  p95 {now['p95']:.2f}  "
+            f"p99 {now['p99']:.2f} ms  requests {now['requests']}  "
+            f"errors {now['failed']}  dropped {now['dropped']}"
+        )
+        if self.live is not None:
+            self.live.update(Text(text))
+        elif progress.elapsed_s - self._last_line >= 10:
+            self._last_line = progress.elapsed_s
+            self.console.print(text)
 
 
 def _print(console: Console, summary: dict[str, Any]) -> None:
