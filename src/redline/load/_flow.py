@@ -369,7 +369,8 @@ class LaneConnection(Connection):
     def data_received(self, data: bytes) -> None:
         # Connection.data_received without the headers-complete callback it relies on.
         if not self._first_byte_ns:
-            self._first_byte_ns = perf_counter_ns()
+            # No clock read: a plain flow never shows a response's first-byte time.
+            self._first_byte_ns = 1
             self._raw = data
         elif not self._headers_done:
             # A head split across reads, or a body after a head: keep bytes up to its end.
@@ -403,6 +404,17 @@ class LaneConnection(Connection):
         # Loop time from a perf_counter_ns reading: both clocks are CLOCK_MONOTONIC on
         # Linux; the offset keeps them together where they are not.
         self.offset = self._loop.time() - perf_counter_ns() * 1e-9
+        until = run.until
+        # The user's end in perf_counter_ns, compared with each response's timestamp.
+        self.until_ns = (
+            int((until.deadline - self.offset) * 1e9) if until is not None else 0
+        )
+
+    def _on_timer(self) -> None:
+        # The lane does not move the deadline per request: it follows from the send time.
+        if self._waiter is not None and self._sent_ns > 1:
+            self._deadline = self._sent_ns * 1e-9 + self.offset + self._timeout
+        Connection._on_timer(self)
 
     def _on_message_complete(self) -> None:
         parser = self._parser
@@ -431,10 +443,9 @@ class LaneConnection(Connection):
             sink.append(done - self._sent_ns)
         else:
             recorder.record(name, None, self._sent_ns, done, status, None)
-        now = done * 1e-9 + self.offset
         if position == self.count:
             until = run.until
-            if until is None or until.stop or run.retired or now >= until.deadline:
+            if until is None or until.stop or run.retired or done >= self.until_ns:
                 # The user stops: the general path ends the iteration.
                 self._waiter = None
                 run.pending = None
@@ -445,9 +456,6 @@ class LaneConnection(Connection):
         run.position = position + 1
         step, data, _, _, _ = self.lane[position]
         run.pending = step
-        self._deadline = deadline = now + self._timeout
-        if deadline < self._timer_when or self._timer is None:
-            self._arm(deadline)
         self._headers_done = False
         self._first_byte_ns = 0
         self._sent_ns = perf_counter_ns()

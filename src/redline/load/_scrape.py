@@ -47,8 +47,6 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from redline.load._http import Connection, HTTPError, Target
 
 __all__ = ["Scraper", "slope"]
@@ -276,6 +274,9 @@ class Scraper:
 
 
 def _parse(text: str, buckets: bool, url: str) -> dict[str, tuple[float, bool]]:
+    # Imported here: a run without --metrics-url does not pay for it at start-up.
+    from prometheus_client.parser import text_string_to_metric_families
+
     """``{key: (value, is_counter)}`` in exposition order, the last of duplicate samples."""
     samples: dict[str, tuple[float, bool]] = {}
     try:
