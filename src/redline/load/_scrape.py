@@ -274,10 +274,10 @@ class Scraper:
 
 
 def _parse(text: str, buckets: bool, url: str) -> dict[str, tuple[float, bool]]:
+    """``{key: (value, is_counter)}`` in exposition order, the last of duplicate samples."""
     # Imported here: a run without --metrics-url does not pay for it at start-up.
     from prometheus_client.parser import text_string_to_metric_families
 
-    """``{key: (value, is_counter)}`` in exposition order, the last of duplicate samples."""
     samples: dict[str, tuple[float, bool]] = {}
     try:
         for family in text_string_to_metric_families(text):
