@@ -58,7 +58,7 @@ def run_command(
 ) -> None:
     """Run PLAN against its target; exit 0 pass, 99 thresholds failed, 98 generator saturated,
     2 bad plan or usage."""
-    from redline.load._workers import PlanSpec, loop_factory, run_workers
+    from redline.load._workers import PlanSpec, loop_factory, quiet_gc, run_workers
 
     console = Console()
     spec = PlanSpec(plan_file, preset, vus, rate, duration)
@@ -78,6 +78,7 @@ def run_command(
         f"running {escape(str(plan_file))} against {escape(url)} for "
         f"{plan.total_duration:.1f} s ({shape})"
     )
+    quiet_gc()
     live = _LiveProgress(console, enabled=console.is_terminal if progress is None else progress)
     try:
         with live, asyncio.Runner(loop_factory=loop_factory()) as runner:
