@@ -158,3 +158,29 @@ async def test_workers_option_runs_processes_and_merges(http_server, tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["generator"]["workers"] == 2
     assert summary["requests"]["total"] == len(http_server.seen) > 20
+
+
+def test_progress_line_shows_elapsed_load_rate_percentiles_and_errors():
+    from rich.console import Console
+
+    from redline.load._cli import _LiveProgress
+    from redline.load._metrics import Recorder
+    from redline.load._runner import Progress
+
+    recorder = Recorder(start_ns=0)
+    for i in range(100):  # second 0: 100 requests of 10 ms, 5 of them failed
+        recorder.record(
+            "a", None, i * 1_000_000, i * 1_000_000 + 10_000_000, 200, "timeout" if i < 5 else None
+        )
+    recorder.record("a", None, 1_000_000_000, 1_001_000_000, 200, None)  # opens second 1
+    console = Console(record=True, width=200, force_terminal=False)
+    progress = _LiveProgress(console, enabled=True)
+
+    with progress:
+        progress.update(Progress(1.0, 30.0, recorder, 7, None))
+        progress.update(Progress(2.0, 30.0, recorder, 7, None))  # within 10 s: no new line
+
+    text = console.export_text()
+    assert text.count("\n") == 1, text
+    assert "1.0 s  (29 s left)  7 VUs  100 req/s" in text
+    assert "p50 10.01" in text and "errors 5" in text and "requests 101" in text
