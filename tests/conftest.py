@@ -1,9 +1,10 @@
+import uuid
 from collections.abc import Iterator
 
 import pytest
 import redis
 
-from redline._servers import RedisServer
+from redline._servers import PostgresServer, RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -25,4 +26,26 @@ def redis_url(redis_server: RedisServer) -> str:
 def own_redis() -> Iterator[RedisServer]:
     """A private Redis for tests that pause, kill or restart it."""
     with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL for the whole session, started by the first test that asks for it."""
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(pg_server: PostgresServer) -> Iterator[str]:
+    """A fresh database on the shared server for each test, dropped after it."""
+    name = f"test_{uuid.uuid4().hex}"
+    yield pg_server.create_database(name)
+    pg_server.drop_database(name)
+
+
+@pytest.fixture
+def own_pg() -> Iterator[PostgresServer]:
+    """A private PostgreSQL for tests that pause, kill or restart it."""
+    with PostgresServer() as server:
         yield server

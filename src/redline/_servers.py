@@ -1,22 +1,30 @@
-"""A throwaway real Redis server for tests, benchmarks and demos."""
+"""Throwaway real Redis and PostgreSQL servers for tests, benchmarks and demos."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import re
 import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from redline._exceptions import RedlineError
+
+if TYPE_CHECKING:
+    import pwd
 
 HOST = "127.0.0.1"
 
@@ -244,3 +252,456 @@ class RedisServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+class PostgresServerError(RedlineError):
+    """A throwaway PostgreSQL server could not be found, started or reached."""
+
+
+#: What a PostgreSQL bin dir must hold: the cluster maker, the server, and the client used for SQL.
+PG_PROGRAMS = ("initdb", "postgres", "psql")
+
+# Where distributions install each major version side by side (Debian and Ubuntu).
+_PG_DISTRO_GLOB = "/usr/lib/postgresql/*/bin"
+
+_PG_INSTALL_HINT = (
+    "Install PostgreSQL (e.g. `apt-get install postgresql postgresql-contrib`), "
+    "or `pip install pgserver` for its bundled binaries, "
+    "or set REDLINE_PG_BIN=/path/to/postgresql/bin."
+)
+
+# The cluster dies with the server, so durability buys nothing and costs every commit.
+_PG_THROWAWAY_SETTINGS: dict[str, Any] = {
+    "listen_addresses": HOST,
+    "fsync": False,
+    "synchronous_commit": False,
+    "full_page_writes": False,
+}
+
+
+def find_postgres_bin_dir(bin_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Return a dir holding initdb, postgres and psql, searching the documented places in order."""
+    for source, candidate in (
+        ("bin_dir=", bin_dir),
+        ("REDLINE_PG_BIN", os.environ.get("REDLINE_PG_BIN")),
+    ):
+        if candidate:
+            path = Path(candidate)
+            # An explicit choice that is wrong must fail, not silently fall back to another install.
+            if missing := _missing_pg_programs(path):
+                raise PostgresServerError(
+                    f"{source} {str(path)!r} is not a PostgreSQL bin dir: it has no executable "
+                    f"{', '.join(missing)}. Point it at the dir that holds "
+                    f"{', '.join(PG_PROGRAMS)} (e.g. /usr/lib/postgresql/15/bin)."
+                )
+            return path
+    for path in _pg_bin_dir_candidates():
+        if not _missing_pg_programs(path):
+            return path
+    raise PostgresServerError(
+        f"No PostgreSQL found: looked for {', '.join(PG_PROGRAMS)} in the REDLINE_PG_BIN "
+        f"environment variable, beside 'initdb' on PATH, in `pg_config --bindir`, in "
+        f"{_PG_DISTRO_GLOB} and in the pgserver package. {_PG_INSTALL_HINT}"
+    )
+
+
+def _missing_pg_programs(bin_dir: Path) -> list[str]:
+    return [
+        name
+        for name in PG_PROGRAMS
+        if not ((bin_dir / name).is_file() and os.access(bin_dir / name, os.X_OK))
+    ]
+
+
+def _pg_bin_dir_candidates() -> Iterator[Path]:
+    if initdb := shutil.which("initdb"):
+        # PATH often holds a link to initdb alone; the rest lives beside its target.
+        yield Path(initdb).resolve().parent
+    if pg_config := shutil.which("pg_config"):
+        with contextlib.suppress(OSError):
+            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True).stdout
+            if out.strip():
+                yield Path(out.strip())
+    by_version = sorted(Path("/").glob(_PG_DISTRO_GLOB.lstrip("/")), key=_major_version)
+    yield from reversed(by_version)
+    spec = importlib.util.find_spec("pgserver")
+    if spec is not None and spec.submodule_search_locations:
+        yield Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
+
+
+def _major_version(bin_dir: Path) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", bin_dir.parent.name))
+
+
+def _server_user() -> pwd.struct_passwd | None:
+    """The pwd entry to run PostgreSQL as, or None for the current user; PostgreSQL refuses root."""
+    if os.geteuid() != 0:
+        return None
+    # Unix-only, so imported only where a root check has already proved this is Unix.
+    import pwd
+
+    for name in ("postgres", "nobody"):
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(name)
+    raise PostgresServerError(
+        "PostgreSQL refuses to run as root and there is no 'postgres' or 'nobody' user to run it "
+        "as. Create one (`useradd --system postgres`) or run as an unprivileged user."
+    )
+
+
+def _pg_env() -> dict[str, str]:
+    # The caller's PGHOST, PGSSLMODE, PGOPTIONS... are for their own server, not this one.
+    return {key: value for key, value in os.environ.items() if not key.startswith("PG")}
+
+
+def _conf_line(name: str, value: object) -> str:
+    if isinstance(value, bool):
+        value = "on" if value else "off"
+    text = str(value).replace("'", "''")
+    return f"{name} = '{text}'\n"
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _quote_conninfo(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _child_pids(pid: int) -> list[int]:
+    """The direct children of `pid`, read from /proc (none where there is no /proc)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # The command name in parentheses may hold spaces; the fields after it may not.
+            ppid = int(stat.read_text().rpartition(")")[2].split()[1])
+        except (OSError, IndexError, ValueError):
+            # The process exited while the list was read.
+            continue
+        if ppid == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _signal_pid(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
+
+
+class PostgresServer:
+    """A postgres process on a free loopback port, with a throwaway cluster in a temp dir.
+
+    Durability is off (fsync, synchronous_commit, full_page_writes), so a kill() loses the last
+    fraction of a second of commits. ``settings`` are appended to postgresql.conf after those
+    defaults (e.g. ``{"shared_preload_libraries": "pg_stat_statements"}``); ``extensions`` are
+    created in template1 and postgres, so every database from create_database() has them. As
+    root, initdb and postgres run as the ``postgres`` user (``nobody`` if there is none).
+    """
+
+    def __init__(
+        self,
+        bin_dir: str | os.PathLike[str] | None = None,
+        *,
+        port: int | None = None,
+        settings: Mapping[str, object] | None = None,
+        extensions: Iterable[str] = (),
+        timeout: float = 30.0,
+    ) -> None:
+        self.bin_dir = find_postgres_bin_dir(bin_dir)
+        self.settings = dict(settings or {})
+        self.extensions = tuple(extensions)
+        self.timeout = timeout
+        self.host = HOST
+        self._port = port
+        self._dir: Path | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._paused = False
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise PostgresServerError("The PostgreSQL server has no port until start() is called.")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return self.url_for("postgres")
+
+    def url_for(self, database: str) -> str:
+        """The URL of one database on this server, as the superuser ``postgres``."""
+        return f"postgresql://postgres@{self.host}:{self.port}/{quote(database, safe='')}"
+
+    @cached_property
+    def version(self) -> str:
+        """The server version, e.g. "15.18", from `postgres --version`."""
+        out = subprocess.run(
+            [self.bin_dir / "postgres", "--version"], capture_output=True, text=True
+        ).stdout
+        if match := re.search(r"\(PostgreSQL\) (\d+(?:\.\d+)*)", out):
+            return match.group(1)
+        raise PostgresServerError(
+            f"Cannot parse the version of {self.bin_dir / 'postgres'}: {out!r}"
+        )
+
+    @property
+    def data_dir(self) -> Path | None:
+        return self._dir / "data" if self._dir else None
+
+    @property
+    def log_path(self) -> Path | None:
+        return self._dir / "postgres.log" if self._dir else None
+
+    def start(self) -> None:
+        """Start the server, creating its cluster first if it has none, and wait until it serves."""
+        if self._process is not None:
+            raise PostgresServerError(
+                f"The PostgreSQL server on port {self._port} is already running."
+            )
+        self._port = self._port or _free_port()
+        fresh = self._dir is None
+        if fresh:
+            self._dir = Path(tempfile.mkdtemp(prefix="redline-pg-"))
+            try:
+                self._init_cluster(self._dir)
+            except BaseException:
+                self.stop()
+                raise
+        command = [self.bin_dir / "postgres", "-D", self.data_dir, "-p", str(self._port)]
+        with open(self._dir / "postgres.log", "ab") as log:
+            self._process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self._dir,
+                env=_pg_env(),
+                **self._as_server_user(),
+            )
+        deadline = time.monotonic() + self.timeout
+        while not self.ping(timeout=0.2):
+            code = self._process.poll()
+            if code is not None or time.monotonic() > deadline:
+                tail = self._log_tail()
+                self.stop()
+                what = f"exited with code {code}" if code is not None else "did not accept logins"
+                raise PostgresServerError(
+                    f"{self.bin_dir / 'postgres'} on {self.host}:{self._port} {what} (startup "
+                    f"timeout {self.timeout}s). Last lines of its log:\n{tail}"
+                )
+            time.sleep(0.02)
+        if fresh and self.extensions:
+            try:
+                self._create_extensions()
+            except BaseException:
+                self.stop()
+                raise
+
+    def ping(self, timeout: float = 1.0) -> bool:
+        """Return True if the server lets ``postgres`` log in within `timeout` seconds."""
+        params = b"user\0postgres\0database\0postgres\0\0"
+        startup = struct.pack("!ii", 8 + len(params), 196608) + params
+        try:
+            with socket.create_connection((self.host, self.port), timeout=timeout) as sock:
+                sock.sendall(startup)
+                reply = b""
+                while len(reply) < 9 and (chunk := sock.recv(9 - len(reply))):
+                    reply += chunk
+                sock.sendall(b"X\0\0\0\4")
+        except OSError:
+            return False
+        # AuthenticationOk; while starting up or shutting down the server sends an error instead.
+        return reply == b"R\0\0\0\x08\0\0\0\0"
+
+    def psql(self, sql: str, *, database: str = "postgres", timeout: float | None = None) -> str:
+        """Run `sql` through psql and return its unaligned, tuples-only output; raise on error."""
+        timeout = self.timeout if timeout is None else timeout
+        conninfo = " ".join(
+            f"{key}={_quote_conninfo(value)}"
+            for key, value in (
+                ("host", self.host),
+                ("port", str(self.port)),
+                ("user", "postgres"),
+                ("dbname", database),
+            )
+        )
+        command = [self.bin_dir / "psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]
+        try:
+            result = subprocess.run(
+                [*command, "-d", conninfo, "-c", sql],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env=_pg_env(),
+            )
+        except subprocess.TimeoutExpired:
+            raise PostgresServerError(
+                f"PostgreSQL on {self.host}:{self.port} did not answer within {timeout}s "
+                f"in database {database!r}: {sql!r}"
+            ) from None
+        if result.returncode != 0:
+            raise PostgresServerError(
+                f"psql on {self.host}:{self.port}, database {database!r}, failed: "
+                f"{result.stderr.strip()}\nSQL: {sql}"
+            )
+        return result.stdout.strip()
+
+    def create_database(self, name: str, *, template: str = "template1") -> str:
+        """Create database `name` as a copy of `template` and return its URL."""
+        self.psql(f"CREATE DATABASE {_quote_ident(name)} TEMPLATE {_quote_ident(template)}")
+        return self.url_for(name)
+
+    def drop_database(self, name: str) -> None:
+        """Drop database `name`, disconnecting its clients; no error if it does not exist."""
+        self.psql(f"DROP DATABASE IF EXISTS {_quote_ident(name)} WITH (FORCE)")
+
+    def stop(self) -> None:
+        """Stop the server and remove its temp dir and data; safe to call twice."""
+        self._halt()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def pause(self) -> None:
+        """Freeze the server and every backend (SIGSTOP): connections stay open, unanswered."""
+        process = self._running()
+        # Stopped first, the postmaster cannot fork a backend that would escape the freeze.
+        process.send_signal(signal.SIGSTOP)
+        # Each backend is its own process group leader, so a group signal would miss them.
+        for pid in _child_pids(process.pid):
+            _signal_pid(pid, signal.SIGSTOP)
+        self._paused = True
+
+    def resume(self) -> None:
+        """Unfreeze a paused server and its backends (SIGCONT)."""
+        process = self._running()
+        for pid in _child_pids(process.pid):
+            _signal_pid(pid, signal.SIGCONT)
+        process.send_signal(signal.SIGCONT)
+        self._paused = False
+
+    def kill(self) -> None:
+        """Crash the server and its backends (SIGKILL), keeping port and data for restart()."""
+        process = self._running()
+        # Stopped first, the postmaster cannot fork while its children are listed.
+        process.send_signal(signal.SIGSTOP)
+        children = _child_pids(process.pid)
+        process.kill()
+        process.wait()
+        for pid in children:
+            _signal_pid(pid, signal.SIGKILL)
+        # Orphaned backends keep the shared memory a new postmaster refuses to share.
+        deadline = time.monotonic() + self.timeout
+        while any(_is_alive(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self._process = None
+        self._paused = False
+
+    def restart(self) -> None:
+        """Start the server again on the same port and data, stopping it first if it runs."""
+        self._halt()
+        self.start()
+
+    def _init_cluster(self, root: Path) -> None:
+        data = root / "data"
+        user = _server_user()
+        if user is not None:
+            os.chown(root, user.pw_uid, user.pw_gid)
+        initdb = self.bin_dir / "initdb"
+        result = subprocess.run(
+            [
+                *(initdb, "-D", data, "--auth=trust", "--username=postgres"),
+                *("--encoding=UTF8", "--locale=C", "--no-sync"),
+            ],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            cwd=root,
+            env=_pg_env(),
+            **self._as_server_user(),
+        )
+        if result.returncode != 0:
+            who = f" as user {user.pw_name!r}" if user is not None else ""
+            output = "\n".join((result.stdout + result.stderr).strip().splitlines()[-20:])
+            raise PostgresServerError(
+                f"{initdb}{who} exited with code {result.returncode}; it must be able to read "
+                f"{self.bin_dir} and write {root}. Its output:\n{output}"
+            )
+        settings = {
+            **_PG_THROWAWAY_SETTINGS,
+            "unix_socket_directories": root,
+            **self.settings,
+        }
+        with open(data / "postgresql.conf", "a") as conf:
+            conf.write("\n# redline: a throwaway cluster\n")
+            conf.writelines(_conf_line(name, value) for name, value in settings.items())
+
+    def _create_extensions(self) -> None:
+        sql = "; ".join(
+            f"CREATE EXTENSION IF NOT EXISTS {_quote_ident(e)}" for e in self.extensions
+        )
+        for database in ("template1", "postgres"):
+            try:
+                self.psql(sql, database=database)
+            except PostgresServerError as exc:
+                major = self.version.split(".")[0]
+                raise PostgresServerError(
+                    f"Cannot create extensions {', '.join(self.extensions)} with PostgreSQL "
+                    f"{self.version} from {self.bin_dir}: {exc}\nInstall the missing extension "
+                    f"for PostgreSQL {major} (Debian: postgresql-{major}-NAME; pg_stat_statements "
+                    "and the other contrib modules come with postgresql-contrib); one that needs "
+                    "preloading also goes in settings={'shared_preload_libraries': ...}."
+                ) from None
+
+    def _as_server_user(self) -> dict[str, Any]:
+        user = _server_user()
+        if user is None:
+            return {}
+        return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+
+    def _halt(self) -> None:
+        if self._process is None:
+            return
+        if self._paused:
+            # A stopped process queues the shutdown signal until it is continued.
+            self.resume()
+        # SIGINT is PostgreSQL's fast shutdown: roll back open transactions, checkpoint, exit.
+        self._process.send_signal(signal.SIGINT)
+        try:
+            self._process.wait(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        self._process = None
+
+    def _running(self) -> subprocess.Popen[bytes]:
+        if self._process is None:
+            raise PostgresServerError("The PostgreSQL server is not running; call start() first.")
+        return self._process
+
+    def _log_tail(self, lines: int = 20) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def __enter__(self) -> PostgresServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __del__(self) -> None:
+        # A forgotten server must not outlive its owner, holding a port, shared memory and a dir.
+        with contextlib.suppress(Exception):
+            if self._process is not None:
+                self.kill()
+            self.stop()

@@ -946,3 +946,52 @@ def test_a_plan_as_written_has_no_preset() -> None:
     plan = one(ConstantVUs(1, 1))
     assert plan.preset is None
     assert apply_preset(plan, "load").preset is None
+
+
+def test_yaml_thresholds_take_the_dict_form_with_abort_on_fail(tmp_path):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        "scenarios:\n  s:\n    executor: constant-vus\n    vus: 1\n    duration: 1s\n"
+        "    flow:\n      - get: /\n"
+        "thresholds:\n"
+        '  - "latency: p(95) < 200"\n'
+        "  - threshold: \"errors: rate < 0.01\"\n"
+        "    abort_on_fail: true\n"
+        "    delay_abort_eval: 1m30s\n"
+    )
+
+    loaded = load_plan(plan)
+
+    assert loaded.thresholds[1] == {
+        "threshold": "errors: rate < 0.01",
+        "abort_on_fail": True,
+        "delay_abort_eval": "1m30s",
+    }
+
+
+def test_a_bad_threshold_fails_at_load_naming_file_line_and_index(tmp_path):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        "scenarios:\n  s:\n    executor: constant-vus\n    vus: 1\n    duration: 1s\n"
+        "    flow:\n      - get: /\n"
+        "thresholds:\n"
+        '  - "latency: p(95) < 200"\n'
+        '  - "latency < 200"\n'
+    )
+
+    with pytest.raises(PlanError) as caught:
+        load_plan(plan)
+
+    assert caught.value.line == 10
+    assert "thresholds[1]" in str(caught.value)
+
+
+def test_a_full_url_in_a_request_is_refused_with_a_hint(tmp_path):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        "scenarios:\n  s:\n    executor: constant-vus\n    vus: 1\n    duration: 1s\n"
+        "    flow:\n      - get: http://other.example/x\n"
+    )
+
+    with pytest.raises(PlanError, match="full URL"):
+        load_plan(plan)

@@ -34,6 +34,10 @@ from redline.load._vu import VU
 Done = Callable[["FlowRun"], None]
 
 
+class FeedExhausted(LookupError):
+    """A ``unique`` feed has handed out every row: the user that asked stops looping."""
+
+
 class Feeds:
     """Rows of the CSV feeds of a run, handed out per the feed's mode."""
 
@@ -44,14 +48,19 @@ class Feeds:
     def take(self, feed: Feed) -> dict[str, str]:
         rows = self._rows.get(feed.file)
         if rows is None:
-            with open(feed.file, newline="") as handle:
-                rows = self._rows[feed.file] = list(csv.DictReader(handle))
+            with open(feed.file, newline="", encoding="utf-8") as handle:
+                reader = csv.reader(handle)
+                # Column names as the plan check saw them: stripped of spaces.
+                names = [name.strip() for name in next(reader)]
+                rows = self._rows[feed.file] = [
+                    dict(zip(names, row, strict=False)) for row in reader if row
+                ]
         if feed.mode == "random":
             return random.choice(rows)
         index = self._next.get(feed.file, 0)
         self._next[feed.file] = index + 1
         if feed.mode == "unique" and index >= len(rows):
-            raise LookupError(f"feed {feed.file.name}: all {len(rows)} unique rows used")
+            raise FeedExhausted(f"feed {feed.file.name}: all {len(rows)} unique rows used")
         return rows[index % len(rows)]
 
 
@@ -160,6 +169,7 @@ class FlowRun:
         "until",
         "retired",
         "waited",
+        "starting",
         "pending",
         "sent_ns",
         "intended_ns",
@@ -179,6 +189,7 @@ class FlowRun:
         self.until: Until | None = None
         self.retired = False  # set by a ramp down: finish this iteration, then leave
         self.waited = False
+        self.starting = False  # inside start(): done(self) must wait for the loop
         self.pending: _Send | None = None
         self.sent_ns = 0
         self.intended_ns: int | None = None
@@ -186,26 +197,39 @@ class FlowRun:
         self._on_response = self.on_response  # one bound method for the VU's lifetime
 
     def start(self, done: Done) -> None:
-        """Run one iteration, then ``done(self)``."""
+        """Run one iteration, then ``done(self)``. The steps up to the first that waits run
+        now: the open-model dispatcher calls this from its own timer, so the first request
+        goes out without another trip through the event loop."""
         self.until = None
         self._begin(done)
+        self.starting = True
+        try:
+            self.advance()
+        finally:
+            self.starting = False
 
     def loop(self, until: Until, done: Done) -> None:
         """Run iterations until ``until`` stops them or ``retired`` is set, then ``done``."""
         self.until = until
         self._begin(done)
+        self.loop_.call_soon(self.advance)
 
     def _begin(self, done: Done) -> None:
         self.position = 0
         self.done = done
         self.active = True
         self.waited = False
-        self.loop_.call_soon(self.advance)
+
+    def _finish(self) -> None:
+        done = self.done
+        if done is not None:
+            done(self)
 
     def cancel(self) -> None:
         """Stop mid-iteration: the request in flight is abandoned unrecorded, ``done`` is not
         called, the connection is closed."""
         self.active = False
+        self.done = None
         self.pending = None
         if self.timer is not None:
             self.timer.cancel()
@@ -243,6 +267,8 @@ class FlowRun:
                         self.flow.scenario, f"scenario raised {type(exc).__name__}"
                     )
                     self.position = self.count
+                    if type(exc) is FeedExhausted:
+                        self.retired = True  # no rows left for this user: it leaves
                 continue
             # The iteration is over.
             self.vu.iteration += 1
@@ -261,6 +287,12 @@ class FlowRun:
                 self.waited = False
                 continue
             self.active = False
+            if self.starting:
+                # An iteration that never waited (or failed before its first request) ends
+                # inside start(): call back from the loop, so that the caller is never
+                # re-entered (a dispatcher would hand this user its next arrival at once).
+                self.loop_.call_soon(self._finish)
+                return
             done = self.done
             if done is not None:
                 done(self)
@@ -406,9 +438,7 @@ class LaneConnection(Connection):
         self.offset = self._loop.time() - perf_counter_ns() * 1e-9
         until = run.until
         # The user's end in perf_counter_ns, compared with each response's timestamp.
-        self.until_ns = (
-            int((until.deadline - self.offset) * 1e9) if until is not None else 0
-        )
+        self.until_ns = int((until.deadline - self.offset) * 1e9) if until is not None else 0
 
     def _on_timer(self) -> None:
         # The lane does not move the deadline per request: it follows from the send time.

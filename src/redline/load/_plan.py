@@ -23,6 +23,10 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from redline.load._errors import PlanError
+from redline.load._thresholds import ThresholdError
+from redline.load._thresholds import parse as parse_threshold
+
+THRESHOLD_KEYS = ("threshold", "abort_on_fail", "abortOnFail", "delay_abort_eval", "delayAbortEval")
 
 # --------------------------------------------------------------------------------------------
 # Durations
@@ -431,6 +435,12 @@ class Request:
         object.__setattr__(self, "method", self.method.upper())
         if self.json is not None and self.body is not None:
             raise _InvalidField("body", "give either 'json' or 'body', not both")
+        if "://" in self.url.split("?", 1)[0] or self.url.startswith("//"):
+            raise _InvalidField(
+                "url",
+                f"{self.url!r} is a full URL; requests go to the run's target, so give a "
+                "path such as /api/calls (set the host with --target or 'target')",
+            )
 
     def variables(self) -> set[str]:
         """The variables this request reads."""
@@ -517,7 +527,7 @@ class Plan:
     ``preset`` says how ``apply_preset`` reshaped it, if it did."""
 
     scenarios: tuple[Scenario, ...]
-    thresholds: tuple[str, ...] = ()
+    thresholds: tuple[str | dict[str, Any], ...] = ()
     target: str | None = None
     source: str = "<plan>"
     preset: Preset | None = None
@@ -637,12 +647,12 @@ class _YamlLoader:
             self.scenario(name, line, node, f"scenarios.{name}")
             for name, (line, node) in entries.items()
         )
-        thresholds: tuple[str, ...] = ()
+        thresholds: tuple[str | dict[str, Any], ...] = ()
         if "thresholds" in top:
             node = top["thresholds"][1]
             items = self.sequence(node, "thresholds")
             thresholds = tuple(
-                self.string(item, f"thresholds[{i}]") for i, item in enumerate(items)
+                self.threshold(item, f"thresholds[{i}]") for i, item in enumerate(items)
             )
         target = None
         if "target" in top:
@@ -699,6 +709,29 @@ class _YamlLoader:
             return parse_duration(raw)
         except ValueError as exc:
             raise self.error(node, path, str(exc)) from None
+
+    def threshold(self, node: Node, path: str) -> str | dict[str, Any]:
+        """A threshold string, or the dict form with ``abort_on_fail``; checked here, so a
+        bad one fails before any load is sent."""
+        value: str | dict[str, Any]
+        if isinstance(node, MappingNode):
+            value = {}
+            line = node.start_mark.line + 1
+            for key, (_, child) in self.mapping(node, path, THRESHOLD_KEYS, line).items():
+                where = f"{path}.{key}"
+                if key == "threshold":
+                    value[key] = self.string(child, where)
+                elif key in ("abort_on_fail", "abortOnFail"):
+                    value[key] = self.scalar(child, where, (bool,), "true or false")
+                else:
+                    value[key] = self.scalar(child, where, (int, float, str), "a duration")
+        else:
+            value = self.string(node, path)
+        try:
+            parse_threshold(value)
+        except ThresholdError as exc:
+            raise self.error(node, path, str(exc)) from None
+        return value
 
     def string_map(self, node: Node, path: str, line: int) -> dict[str, str]:
         out = {}
@@ -874,7 +907,10 @@ class _YamlLoader:
             url = self.string(node, path)
             for name in template_variables(url):
                 used.append((name, node, path))
-            return Request(url, kind.upper())
+            try:
+                return Request(url, kind.upper())
+            except _InvalidField as exc:
+                raise self.error(node, path, exc.message) from None
         allowed = _REQUEST_FIELDS if kind == "request" else _REQUEST_FIELDS[1:]
         raw = self.mapping(node, path, allowed, line)
         if "url" not in raw:
@@ -905,7 +941,11 @@ class _YamlLoader:
                 for text in _json_strings(self.value(value_node)):
                     for name in template_variables(text):
                         used.append((name, value_node, f"{path}.{key}"))
-        return Request(**args)
+        try:
+            return Request(**args)
+        except _InvalidField as exc:
+            where = exc.field if exc.field in raw else "url"
+            raise self.error(raw[where][1], f"{path}.{where}", exc.message) from None
 
     def captures(self, node: Node, path: str, line: int) -> tuple[Capture, ...]:
         captures = []
@@ -1036,11 +1076,21 @@ class _PythonLoader:
             seen.add(item.name)
         thresholds = getattr(module, "THRESHOLDS", ())
         if not isinstance(thresholds, list | tuple) or not all(
-            isinstance(t, str) for t in thresholds
+            isinstance(t, str | Mapping) for t in thresholds
         ):
             raise self.error(
-                self.lines.get("THRESHOLDS"), "THRESHOLDS", "expected a list of strings"
+                self.lines.get("THRESHOLDS"),
+                "THRESHOLDS",
+                "expected a list of threshold strings or {'threshold': ...} dicts",
             )
+        for index, item in enumerate(thresholds):
+            try:
+                parse_threshold(item)
+            except ThresholdError as exc:
+                raise self.error(
+                    self.lines.get("THRESHOLDS"), f"THRESHOLDS[{index}]", str(exc)
+                ) from None
+        thresholds = [dict(t) if isinstance(t, Mapping) else t for t in thresholds]
         target = getattr(module, "TARGET", None)
         if target is not None and not isinstance(target, str):
             raise self.error(self.lines.get("TARGET"), "TARGET", "expected a string URL")

@@ -28,6 +28,7 @@ from redline.load._vu import VU
 FlowFunction = Callable[[VU], Awaitable[Any]]
 Tick = Callable[["Progress"], None]
 _CONTROL_TICK = 0.1  # seconds between closed-model adjustments of the number of users
+_RETRY_S = 0.001  # how long an open-model dispatcher woken too early waits before looking again
 
 
 @dataclass
@@ -240,7 +241,7 @@ class _Users:
 
 
 class _Tasks(_Users):
-    """Python flows: each iteration is a coroutine, each user a task."""
+    """Python flows: each user a task (closed model), each iteration a task (open model)."""
 
     def __init__(self, scenario: Scenario, flow: FlowFunction, state: _Run) -> None:
         self.scenario = scenario
@@ -250,24 +251,25 @@ class _Tasks(_Users):
         self.tasks: dict[VU, asyncio.Task[None]] = {}
         self.retired: set[VU] = set()
 
-    async def _iteration(self, vu: VU) -> None:
-        try:
-            await self.flow(vu)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a broken scenario counts as failing, the run goes on
-            self.recorder.record_check_failure(
-                self.scenario.name, f"scenario raised {type(exc).__name__}"
-            )
-        vu.iteration += 1
+    def _failed(self, exc: Exception) -> None:
+        # A broken scenario counts as failing; the run goes on.
+        self.recorder.record_check_failure(
+            self.scenario.name, f"scenario raised {type(exc).__name__}"
+        )
 
     def loop(self, vu: VU, until: Until) -> asyncio.Future[None]:
-        clock, retired = self.loop_.time, self.retired
+        clock, retired, flow = self.loop_.time, self.retired, self.flow
 
         async def user() -> None:
+            # Iterations are awaited here, not in a coroutine of their own: one frame less
+            # to create and to pass every response through.
             try:
                 while not until.stop and vu not in retired and clock() < until.deadline:
-                    await self._iteration(vu)
+                    try:
+                        await flow(vu)
+                    except Exception as exc:
+                        self._failed(exc)
+                    vu.iteration += 1
             finally:
                 vu.close()
                 self.tasks.pop(vu, None)
@@ -280,11 +282,16 @@ class _Tasks(_Users):
         self.retired.add(vu)
 
     def once(self, vu: VU, done: Callable[[VU], None]) -> None:
+        flow = self.flow
+
         async def one() -> None:
             try:
-                await self._iteration(vu)
+                await flow(vu)
+            except Exception as exc:
+                self._failed(exc)
             finally:
                 self.tasks.pop(vu, None)
+            vu.iteration += 1
             done(vu)
 
         self.tasks[vu] = self.loop_.create_task(one())
@@ -372,19 +379,40 @@ async def _closed(scenario: Scenario, users: _Users, state: _Run) -> None:
 
 
 async def _open(scenario: Scenario, users: _Users, state: _Run) -> None:
+    """Dispatch the scenario's arrivals at their intended times until the schedule is over,
+    then let the iterations in flight finish (within the request timeout).
+
+    One timer callback sends every arrival that is due, in order, then arms itself for the
+    next one: no task, future or timer per arrival, and a compiled flow's first request goes
+    out from the callback itself. An arrival never goes out before its intended time; the
+    loops' timers have millisecond resolution, so it may go out up to about a millisecond
+    after, and its latency counts that from the intended time.
+    """
     executor = scenario.executor
     loop = state.loop
     recorder, watch, target, timeout = state.recorder, state.watch, state.target, state.timeout
-    shard, shards = state.shard, state.shards
-    max_vus = -(-executor.max_vus // shards)
+    max_vus = -(-executor.max_vus // state.shards)
     idle = [
-        VU(n, target, recorder, timeout) for n in range(-(-executor.pre_allocated_vus // shards))
+        VU(n, target, recorder, timeout)
+        for n in range(-(-executor.pre_allocated_vus // state.shards))
     ]
     count = len(idle)
     busy: set[VU] = set()
     drained: asyncio.Future[None] | None = None
     name = scenario.name
     stopped = state.stopped
+    once = users.once
+    # This worker's arrivals: every n-th of the schedule, from its own.
+    schedule = itertools.islice(executor.arrivals(), state.shard, None, state.shards)
+    clock = time.perf_counter_ns
+    t0 = clock()
+    # Loop time of a perf_counter_ns reading: the loops' clock is time.monotonic's, and both
+    # are CLOCK_MONOTONIC on Linux; the skew keeps them together where they are not.
+    skew = time.monotonic() - t0 * 1e-9
+    offset = next(schedule, None)
+    next_second = 0
+    scheduled: asyncio.Future[None] = loop.create_future()  # every arrival dispatched
+    timer: asyncio.TimerHandle | None = None
 
     def done(vu: VU) -> None:
         busy.discard(vu)
@@ -392,46 +420,73 @@ async def _open(scenario: Scenario, users: _Users, state: _Run) -> None:
         if drained is not None and not busy and not drained.done():
             drained.set_result(None)
 
-    t0 = time.perf_counter_ns()
-    next_second = 0
-    for number, offset in enumerate(executor.arrivals()):
+    def dispatch() -> None:
+        nonlocal offset, next_second, count, timer
+        timer = None
         if stopped.is_set():
-            break
-        if number % shards != shard:
-            continue  # another worker's arrival
-        intended = t0 + int(offset * 1e9)
-        wait = intended - time.perf_counter_ns()
-        if wait > 0:
-            await asyncio.sleep(wait / 1e9)
-        now = time.perf_counter_ns()
-        if offset >= next_second:
-            # The target rate, once a second, for the report's arrival-rate series.
-            rate = executor.rate_at(offset)
-            state.rates[name] = rate
-            recorder.record_rate(now, rate)
-            state.vus[name] = len(busy)
-            next_second = int(offset) + 1
-        lag = now - intended
-        watch.schedule_lag(lag)
-        if lag > 1_000_000:
-            recorder.record_late(name, lag)
-        if idle:
-            vu = idle.pop()
-        elif count < max_vus:
-            vu = VU(count, target, recorder, timeout)
-            count += 1
-        else:
-            recorder.record_dropped(name)
-            continue
-        vu.intended_ns = intended
-        busy.add(vu)
-        users.once(vu, done)
-    state.rates[name] = 0.0
-    if busy and not stopped.is_set():
-        drained = loop.create_future()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(drained, timeout)
-    for vu in list(busy):
-        users.cancel(vu)
-    for vu in idle:
-        vu.close()
+            return
+        worst = -1
+        try:
+            while offset is not None:
+                intended = t0 + int(offset * 1e9)
+                now = clock()
+                if intended > now:
+                    if worst < 0:
+                        # Woken before anything was due (uvloop rounds a timer to the nearest
+                        # millisecond): wait a whole millisecond rather than poll.
+                        timer = loop.call_later(max((intended - now) * 1e-9, _RETRY_S), dispatch)
+                    else:
+                        timer = loop.call_at(intended * 1e-9 + skew, dispatch)
+                    return
+                if offset >= next_second:
+                    # The target rate, once a second, for the report's arrival-rate series.
+                    rate = executor.rate_at(offset)
+                    state.rates[name] = rate
+                    recorder.record_rate(now, rate)
+                    state.vus[name] = len(busy)
+                    next_second = int(offset) + 1
+                lag = now - intended
+                if lag > worst:
+                    worst = lag
+                if lag > 1_000_000:
+                    recorder.record_late(name, lag)
+                offset = next(schedule, None)
+                if idle:
+                    vu = idle.pop()
+                elif count < max_vus:
+                    vu = VU(count, target, recorder, timeout)
+                    count += 1
+                else:
+                    recorder.record_dropped(name)
+                    continue
+                vu.intended_ns = intended
+                busy.add(vu)
+                once(vu, done)
+        except Exception as exc:  # the scenario fails, as it would have in a coroutine
+            scheduled.set_exception(exc)
+            return
+        finally:
+            if worst >= 0:
+                watch.schedule_lag(worst)
+        scheduled.set_result(None)
+
+    abort = loop.create_task(stopped.wait())
+    try:
+        dispatch()
+        await asyncio.wait((scheduled, abort), return_when=asyncio.FIRST_COMPLETED)
+        state.rates[name] = 0.0
+        if scheduled.done():
+            scheduled.result()
+        if busy and not stopped.is_set():
+            drained = loop.create_future()
+            await asyncio.wait(
+                (drained, abort), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+    finally:
+        abort.cancel()
+        if timer is not None:
+            timer.cancel()
+        for vu in list(busy):
+            users.cancel(vu)
+        for vu in idle:
+            vu.close()

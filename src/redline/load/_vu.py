@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
+from collections.abc import Coroutine
+from time import perf_counter_ns
 from typing import Any
 
 import orjson
@@ -38,6 +39,9 @@ class VU:
         # from when the request should have left, not from when it could.
         self.intended_ns: int | None = None
         self._conn: Connection | None = None
+        # The Cookie line last sent, and the pairs it was made of.
+        self._cookie_pairs: tuple[tuple[str, str], ...] = ()
+        self._cookie_header = ""
 
     async def request(
         self,
@@ -50,48 +54,62 @@ class VU:
         body: bytes | None = None,
     ) -> Response | None:
         """Send one request; record it under ``name`` (default: ``path``). None on error."""
-        all_headers = {**self.headers, **(headers or {})}
-        if self.cookies:
-            all_headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
         if json is not None:
             body = orjson.dumps(json)
-            all_headers.setdefault("Content-Type", "application/json")
+        fields = None
+        if headers or self.headers or self.cookies or json is not None:
+            merged = {**self.headers, **headers} if headers else self.headers.copy()
+            if self.cookies:
+                merged["Cookie"] = self._cookie_line()
+            if json is not None:
+                merged.setdefault("Content-Type", "application/json")
+            fields = list(merged.items())
         name = name or path
         intended, self.intended_ns = self.intended_ns, None
-        sent = time.perf_counter_ns()
+        sent = perf_counter_ns()
         try:
-            if self._conn is None:
-                self._conn = await Connection.open(self.target, self.timeout)
-            response = await self._conn.request(
-                method, self.target.path(path), list(all_headers.items()), body, self.timeout
+            conn = self._conn
+            if conn is None:
+                conn = self._conn = await Connection.open(self.target, self.timeout)
+            response = await conn.request(
+                method, self.target.path(path), fields, body, self.timeout
             )
         except HTTPError as exc:
             self._drop_connection()
-            self.recorder.record(name, intended, sent, time.perf_counter_ns(), None, exc.reason)
+            self.recorder.record(name, intended, sent, perf_counter_ns(), None, exc.reason)
             return None
         if not response.reusable:
             self._drop_connection()
-        error = f"status:{response.status}" if response.status >= 500 else None
+        status = response.status
         self.recorder.record(
-            name, intended, response.sent_ns, response.done_ns, response.status, error
+            name,
+            intended,
+            response.sent_ns,
+            response.done_ns,
+            status,
+            f"status:{status}" if status >= 500 else None,
         )
-        self._keep_cookies(response)
+        if response.has_cookies:
+            self._keep_cookies(response)
         return response
 
-    async def get(self, path: str, **options: Any) -> Response | None:
-        return await self.request("GET", path, **options)
+    # The verbs hand back ``request``'s coroutine rather than awaiting it in one of their own:
+    # one coroutine less to create and to pass through, per request.
 
-    async def post(self, path: str, **options: Any) -> Response | None:
-        return await self.request("POST", path, **options)
+    def get(self, path: str, **options: Any) -> Coroutine[Any, Any, Response | None]:
+        return self.request("GET", path, **options)
 
-    async def put(self, path: str, **options: Any) -> Response | None:
-        return await self.request("PUT", path, **options)
+    def post(self, path: str, **options: Any) -> Coroutine[Any, Any, Response | None]:
+        return self.request("POST", path, **options)
 
-    async def patch(self, path: str, **options: Any) -> Response | None:
-        return await self.request("PATCH", path, **options)
+    def put(self, path: str, **options: Any) -> Coroutine[Any, Any, Response | None]:
+        return self.request("PUT", path, **options)
 
-    async def delete(self, path: str, **options: Any) -> Response | None:
-        return await self.request("DELETE", path, **options)
+    def patch(self, path: str, **options: Any) -> Coroutine[Any, Any, Response | None]:
+        return self.request("PATCH", path, **options)
+
+    def delete(self, path: str, **options: Any) -> Coroutine[Any, Any, Response | None]:
+        return self.request("DELETE", path, **options)
 
     def check(
         self, response: Response | None, status: int | tuple[int, ...] = 200, name: str = ""
@@ -106,6 +124,14 @@ class VU:
     async def think(self, low: float, high: float | None = None) -> None:
         """Pause like a user reading the page: ``low`` seconds, or uniform in [low, high]."""
         await asyncio.sleep(low if high is None else random.uniform(low, high))
+
+    def _cookie_line(self) -> str:
+        # Rebuilt only when the jar changed: a session's cookies rarely do between requests.
+        pairs = tuple(self.cookies.items())
+        if pairs != self._cookie_pairs:
+            self._cookie_pairs = pairs
+            self._cookie_header = "; ".join([f"{k}={v}" for k, v in pairs])
+        return self._cookie_header
 
     def _keep_cookies(self, response: Response) -> None:
         for cookie in response.set_cookies():
