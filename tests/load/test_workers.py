@@ -81,3 +81,22 @@ async def test_a_plan_that_does_not_load_fails_before_any_worker_starts(tmp_path
 
     with pytest.raises(RedlineLoadError, match="plan.yaml:3"):
         await run_workers(PlanSpec(plan), "http://127.0.0.1:1", 2)
+
+
+def test_preset_options_and_duration_reach_the_preset(tmp_path):
+    from redline.load._workers import parse_preset
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        "scenarios:\n  s:\n    executor: constant-vus\n    vus: 2\n    duration: 10s\n"
+        "    flow:\n      - get: /x\n"
+    )
+
+    soak = PlanSpec(plan, preset="soak", duration="20s").load()
+    spike = PlanSpec(plan, preset="spike:factor=5,hold=2s").load()
+
+    assert soak.total_duration == 20
+    assert spike.preset.options["factor"] == 5 and spike.preset.options["hold"] == 2.0
+    assert parse_preset("spike:factor=2.5, hold=1s") == ("spike", {"factor": 2.5, "hold": "1s"})
+    with pytest.raises(ValueError, match="key=value"):
+        parse_preset("spike:factor")

@@ -19,6 +19,7 @@ from redline.load._http import Target
 from redline.load._runner import Progress, run
 
 EXIT_PASSED = 0
+EXIT_FAILED = 1  # the generator itself failed (a worker died): no result
 EXIT_USAGE = 2
 EXIT_SATURATED = 98
 EXIT_THRESHOLDS = 99
@@ -31,7 +32,11 @@ def run_command(
     plan_file: Annotated[Path, typer.Argument(help="A YAML or Python plan.")],
     target: Annotated[str | None, typer.Option(help="Base URL (overrides the plan's).")] = None,
     preset: Annotated[
-        str | None, typer.Option(help="load, stress, spike, soak or breakpoint.")
+        str | None,
+        typer.Option(
+            help="load, stress, spike, soak or breakpoint, with options as in "
+            "spike:factor=20,hold=5s."
+        ),
     ] = None,
     vus: Annotated[int | None, typer.Option(help="Users of constant-vus scenarios.")] = None,
     rate: Annotated[
@@ -57,8 +62,8 @@ def run_command(
     ] = Path("redline-load"),
 ) -> None:
     """Run PLAN against its target; exit 0 pass, 99 thresholds failed, 98 generator saturated,
-    2 bad plan or usage."""
-    from redline.load._workers import PlanSpec, loop_factory, quiet_gc, run_workers
+    2 bad plan or usage, 1 the generator failed."""
+    from redline.load._workers import PlanSpec, WorkerError, loop_factory, quiet_gc, run_workers
 
     console = Console()
     spec = PlanSpec(plan_file, preset, vus, rate, duration)
@@ -103,6 +108,9 @@ def run_command(
                         metrics_url=metrics_url,
                     )
                 )
+    except WorkerError as exc:
+        console.print(f"[red]the run failed: {escape(str(exc))}[/]")
+        raise typer.Exit(EXIT_FAILED) from None
     except RedlineLoadError as exc:
         console.print(f"[red]{escape(str(exc))}[/]")
         raise typer.Exit(EXIT_USAGE) from None

@@ -25,119 +25,27 @@ from __future__ import annotations
 
 import time
 from array import array
-from bisect import bisect_left
 from collections import Counter
-from ctypes import addressof
-from itertools import accumulate, repeat
-from operator import add, floordiv, rshift
+from itertools import repeat
+from operator import floordiv
 from typing import Any
 
 import msgpack
 from hdrh.histogram import HdrHistogram
-from pyhdrh import add_array
 
-LOWEST_US = 1
-HIGHEST_US = 3_600_000_000
-SIGNIFICANT_DIGITS = 3
+from redline._hdr import HIGHEST_US as HIGHEST_US  # the latency range, for this module's users
+from redline._hdr import _Counted, new_histogram, percentiles
+from redline._hdr import mean as _mean
+
 INTERVAL_NS = 1_000_000_000
 PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
 TIMESERIES_PERCENTILES = (50.0, 95.0, 99.0)
 _EXPORT_VERSION = 1
 
 
-def new_histogram() -> HdrHistogram:
-    """An empty latency histogram in microseconds: 1 us .. 1 h, 3 significant digits."""
-    return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
-
-
 def percentile_key(percentile: float) -> str:
     """The summary key of a percentile: 95 -> ``p95``, 99.9 -> ``p999``."""
     return "p" + format(percentile, "g").replace(".", "")
-
-
-def _index_tables() -> tuple[list[int], list[int]]:
-    # hdrh's counts index of value v depends only on v's bit length L:
-    #   bucket = max(L, m) - m  with m = bit length of sub_bucket_mask,
-    #   index  = ((bucket + 1) << half_mag) - half_count + (v >> (bucket + unit_mag)).
-    template = new_histogram()
-    mask_bits = template.sub_bucket_mask.bit_length()
-    unit = template.unit_magnitude
-    half_mag = template.sub_bucket_half_count_magnitude
-    half = template.sub_bucket_half_count
-    shifts, bases = [], []
-    for bits in range(65):
-        bucket = max(bits, mask_bits) - unit - (half_mag + 1)
-        shifts.append(bucket + unit)
-        bases.append(((bucket + 1) << half_mag) - half)
-    return shifts, bases
-
-
-_SHIFTS, _BASES = _index_tables()
-
-
-class _Counted:
-    """Samples reduced to a counts array laid out like hdrh's (``counts[index]`` samples)."""
-
-    __slots__ = ("counts", "total", "low", "high")
-
-    def __init__(self, values_ns: array) -> None:
-        # Counting the raw microseconds first (in C) leaves only distinct values to index.
-        seen = Counter(map(floordiv, values_ns, repeat(1000)))
-        micros = list(seen)
-        low, high = min(micros), max(micros)
-        if low < 0 or high > HIGHEST_US:
-            # A clock step or a request older than an hour: keep it, at the edge of the range.
-            micros = [min(max(v, 0), HIGHEST_US) for v in micros]
-            low, high = max(low, 0), min(high, HIGHEST_US)
-        bits = list(map(int.bit_length, micros))
-        shifted = map(rshift, micros, map(_SHIFTS.__getitem__, bits))
-        indices = list(map(add, map(_BASES.__getitem__, bits), shifted))
-        # Dense counts up to the highest index, so each histogram takes them in one C call.
-        dense = [0] * (max(indices) + 1)
-        for index, n in zip(indices, seen.values(), strict=True):
-            dense[index] += n
-        self.counts = array("Q", dense)
-        self.total = len(values_ns)
-        self.low, self.high = low, high
-
-    def add_to(self, hist: HdrHistogram) -> None:
-        address, length = self.counts.buffer_info()
-        add_array(addressof(hist.counts), address, length, hist.word_size)
-        hist.total_count += self.total
-        if self.low < hist.min_value:
-            hist.min_value = self.low
-        if self.high > hist.max_value:
-            hist.max_value = self.high
-
-
-def percentiles(hist: HdrHistogram, wanted: tuple[float, ...]) -> dict[float, int]:
-    """``{percentile: value}`` exactly as ``hist.get_value_at_percentile`` gives them, faster."""
-    if not hist.total_count:
-        return dict.fromkeys(wanted, 0)
-    last = hist.get_counts_array_index(hist.max_value) + 1
-    cumulative = list(accumulate(hist.counts[:last]))
-    out = {}
-    for p in wanted:
-        index = bisect_left(cumulative, hist.get_target_count_at_percentile(p))
-        value = hist.get_value_from_index(min(index, last - 1))
-        out[p] = (
-            hist.get_highest_equivalent_value(value)
-            if p
-            else hist.get_lowest_equivalent_value(value)
-        )
-    return out
-
-
-def _mean(hist: HdrHistogram) -> float:
-    if not hist.total_count:
-        return 0.0
-    counts = hist.counts
-    total = 0
-    for index in range(hist.get_counts_array_index(hist.max_value) + 1):
-        n = counts[index]
-        if n:
-            total += n * hist._hdr_median_equiv_value(hist.get_value_from_index(index))
-    return total / hist.total_count
 
 
 def _latency_fields(hist: HdrHistogram, extra: tuple[float, ...]) -> dict[str, float]:
@@ -367,7 +275,7 @@ class Recorder:
                 (open_service, (stats.service_time, total.service_time)),
             ):
                 if samples:
-                    counted = _Counted(samples)
+                    counted = _Counted(map(floordiv, samples, repeat(1000)))
                     for hist in targets:
                         counted.add_to(hist)
 

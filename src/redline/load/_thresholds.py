@@ -3,31 +3,50 @@
 Grammar (whitespace is free between tokens)::
 
     threshold   := metric [ "{" tag ("," tag)* "}" ] [ ":" aggregation ] op number [unit] ["!"]
+    metric      := builtin | ["server."] series
+    builtin     := "latency" | "service_time" | "errors" | "checks" | "requests" | "rps"
+                 | "dropped" | "late"
+    series      := [a-zA-Z_:][a-zA-Z0-9_:]*      a Prometheus name, ":" included
     tag         := key ":" value              value is bare (up to "," or "}") or quoted
     aggregation := "p(" N ")" | "avg" | "min" | "max" | "med" | "rate" | "count" | "last"
     op          := "<" | "<=" | ">" | ">=" | "==" | "!="
-    unit        := "ms" | "s" | "us" (latency metrics) | "%" (rates)
+    unit        := "ms" | "s" | "us" (latency metrics) | "%" (ratios: errors, checks, dropped, late)
 
 Metrics and what each aggregation reads (latencies are in milliseconds):
 
 - ``latency``, ``service_time``: ``p(N)``, ``avg``, ``min``, ``max``, ``med``; ``count`` is the
   number of requests. No default: ``latency < 200`` is an error, write ``latency: p(95) < 200``.
 - ``errors``: ``rate`` (default) failed/total, ``count`` failed requests.
+- ``checks``: ``rate`` (default) failed checks/total requests (0 without requests), ``count``
+  failed checks (``requests.checks_failed``).
 - ``requests``: ``count`` (default) total, ``rate`` requests per second.
 - ``rps``: the run's requests per second (``rate``/``avg`` are accepted and mean the same).
 - ``dropped``, ``late``: ``count`` (default) open-model arrivals never sent / sent late;
-  ``rate`` is that count over all scheduled arrivals.
-- Any other name is a server metric scraped with ``--metrics-url`` (``summary["server"]``):
-  ``last`` (default), ``avg``, ``min``, ``max``, ``med``, ``p(N)``, ``count``; tags select
-  Prometheus labels.
+  ``rate`` is that count over the arrivals scheduled (``requests.scheduled`` when the summary
+  has it, else requests completed plus dropped).
+- Any other name, and any name after ``server.``, is a server series scraped with
+  ``--metrics-url`` (``summary["server"]``): ``last`` (default), ``avg``, ``min``, ``max``,
+  ``med``, ``p(N)``, ``count`` over its samples, and ``rate``, the per-second increase the
+  scraper computes for counters (no value, so a failure, on other series); tags select
+  Prometheus labels. ``server.`` names a series that shares a built-in's name
+  (``server.requests: last > 0``).
+
+A ``:`` in a series name belongs to the name (``app:mem_bytes: max < 1e9``), except that a
+name written without spaces ending in ``:`` and an aggregation reads as name and aggregation,
+as ``errors:rate < 0.01`` and ``mem_bytes:max < 5e8`` always have. To name a series that
+itself ends so (a recording rule ``job:mem:max``), write the aggregation after it:
+``job:mem:max: last < 5e8``.
 
 The tag ``name:`` selects one request name (``latency{name:list-calls}: p(95) < 200`` reads
-``endpoints["list-calls"]``); it is the only tag built-in metrics know.
+``endpoints["list-calls"]``); it is the only tag built-in metrics know, but for ``scenario:``
+on ``dropped`` and ``late`` (``dropped{scenario:checkout}: count == 0`` reads
+``scenarios["checkout"]``).
 
 Abort on fail: end the threshold with ``!`` (``errors: rate < 0.05 !``), or use the dict form
-``{"threshold": "errors: rate < 0.05", "abort_on_fail": true, "delay_abort_eval": "30s"}``
-(k6's ``abortOnFail``/``delayAbortEval`` spellings are accepted too). The engine checks such
-thresholds during the run, after the delay, and stops the run when one fails.
+``{"threshold": "errors: rate < 0.05", "abort_on_fail": true, "delay_abort_eval": "1m30s"}``
+(k6's ``abortOnFail``/``delayAbortEval`` spellings are accepted too; the delay is seconds, or
+a duration of ``h``, ``m``, ``s`` and ``ms`` parts). The engine checks such thresholds during
+the run, after the delay, and stops the run when one fails.
 """
 
 from __future__ import annotations

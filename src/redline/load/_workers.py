@@ -41,6 +41,11 @@ from redline.load._runner import Progress, RunResult, Tick, conclude, run
 from redline.load._scrape import Scraper
 from redline.load._thresholds import parse, required_percentiles
 
+
+class WorkerError(RedlineLoadError):
+    """A worker process failed to start, died, or did not finish: the run has no result."""
+
+
 _START_DELAY_NS = 100_000_000  # workers start together this long after the last is ready
 _READY_TIMEOUT = 60.0
 
@@ -56,9 +61,36 @@ class PlanSpec:
     duration: str | None = None
 
     def load(self) -> Plan:
-        """The plan, overridden and reshaped; PlanError/ValueError say what is wrong."""
+        """The plan, overridden and reshaped; PlanError/ValueError say what is wrong.
+
+        ``preset`` is a name with optional options: ``spike`` or ``spike:factor=20,hold=5s``;
+        ``duration`` also sets the preset's length (a soak lasts 30 minutes otherwise)."""
         plan = _overridden(load_plan(self.path), self.vus, self.rate, self.duration)
-        return apply_preset(plan, self.preset) if self.preset else plan
+        if not self.preset:
+            return plan
+        name, options = parse_preset(self.preset)
+        if self.duration is not None and name != "load":
+            options.setdefault("duration", self.duration)
+        return apply_preset(plan, name, **options)
+
+
+def parse_preset(text: str) -> tuple[str, dict[str, Any]]:
+    """``"spike:factor=20,hold=5s"`` as ``("spike", {"factor": 20.0, "hold": "5s"})``."""
+    name, _, rest = text.partition(":")
+    options: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(
+                f"--preset {text!r}: options are key=value pairs separated by commas, "
+                f"e.g. spike:factor=20,hold=5s (got {item!r})"
+            )
+        value = value.strip()
+        try:
+            options[key.strip()] = int(value) if value.isdigit() else float(value)
+        except ValueError:
+            options[key.strip()] = value  # a duration such as 5s
+    return name.strip(), options
 
 
 def _overridden(plan: Plan, vus: int | None, rate: float | None, duration: str | None) -> Plan:
@@ -242,13 +274,18 @@ async def _all_ready(
     crew: list[_Worker], inbox: asyncio.Queue[tuple[_Worker, tuple[Any, ...] | None]]
 ) -> None:
     waiting = set(range(len(crew)))
-    async with asyncio.timeout(_READY_TIMEOUT):
-        while waiting:
-            worker, message = await inbox.get()
-            if message is None or message[0] == "error":
-                detail = message[1] if message else f"exit code {worker.process.exitcode}"
-                raise RedlineLoadError(f"worker {worker.index} failed to start: {detail}")
-            waiting.discard(worker.index)
+    try:
+        async with asyncio.timeout(_READY_TIMEOUT):
+            while waiting:
+                worker, message = await inbox.get()
+                if message is None or message[0] == "error":
+                    detail = message[1] if message else f"exit code {worker.process.exitcode}"
+                    raise WorkerError(f"worker {worker.index} failed to start: {detail}")
+                waiting.discard(worker.index)
+    except TimeoutError:
+        raise WorkerError(
+            f"workers {sorted(waiting)} were not ready within {_READY_TIMEOUT:g} s"
+        ) from None
 
 
 async def _follow(
@@ -272,10 +309,10 @@ async def _follow(
             async with asyncio.timeout(max(deadline - time.monotonic(), 0.1)):
                 worker, message = await inbox.get()
         except TimeoutError:
-            raise RedlineLoadError("workers did not finish in time") from None
+            raise WorkerError("workers did not finish in time") from None
         if message is None:
             if worker.final is None:
-                raise RedlineLoadError(
+                raise WorkerError(
                     f"worker {worker.index} exited with code {worker.process.exitcode}"
                     " before reporting"
                 )
@@ -346,4 +383,4 @@ def _generator(parts: list[dict[str, Any]], requests: int) -> dict[str, Any]:
     }
 
 
-__all__ = ["PlanSpec", "loop_factory", "quiet_gc", "run_workers"]
+__all__ = ["PlanSpec", "WorkerError", "loop_factory", "parse_preset", "quiet_gc", "run_workers"]
