@@ -337,7 +337,7 @@ def _server_user() -> pwd.struct_passwd | None:
     """The pwd entry to run PostgreSQL as, or None for the current user; PostgreSQL refuses root."""
     if os.geteuid() != 0:
         return None
-    # Unix-only, so imported only where a root check has already proved this is Unix.
+    # Unix-only, like the signals this class sends; imported here so the module imports anywhere.
     import pwd
 
     for name in ("postgres", "nobody"):

@@ -995,3 +995,21 @@ def test_a_full_url_in_a_request_is_refused_with_a_hint(tmp_path):
 
     with pytest.raises(PlanError, match="full URL"):
         load_plan(plan)
+
+
+def test_python_plans_import_everything_from_the_public_package(tmp_path):
+    plan = tmp_path / "plan.py"
+    plan.write_text(
+        "from redline.load import ConstantVUs, scenario\n\n"
+        "THRESHOLDS = ['latency: p(95) < 200']\n\n"
+        "@scenario(executor=ConstantVUs(vus=10, duration=30))\n"
+        "async def browse(vu):\n"
+        "    response = await vu.get('/api/calls', name='list-calls')\n"
+        "    vu.check(response, status=200)\n"
+    )
+
+    loaded = load_plan(plan)
+
+    (only,) = loaded.scenarios
+    assert only.name == "browse" and only.executor.vus == 10
+    assert loaded.thresholds == ("latency: p(95) < 200",)

@@ -51,6 +51,7 @@ the run, after the delay, and stops the run when one fails.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import operator
 import re
@@ -62,18 +63,24 @@ from typing import Any
 from redline.load._errors import RedlineLoadError
 from redline.load._metrics import percentile_key
 
-_BUILTIN = {"latency", "service_time", "errors", "requests", "rps", "dropped", "late"}
 _LATENCY = {"latency", "service_time"}
+# Metrics whose rate is a share of something, so that a percentage makes sense.
+_RATIOS = {"errors", "checks", "dropped", "late"}
 _AGGREGATIONS: dict[str, tuple[set[str], str | None]] = {
     "latency": ({"p", "avg", "min", "max", "med", "count"}, None),
     "service_time": ({"p", "avg", "min", "max", "med", "count"}, None),
     "errors": ({"rate", "count"}, "rate"),
+    "checks": ({"rate", "count"}, "rate"),
     "requests": ({"rate", "count"}, "count"),
     "rps": ({"rate", "avg"}, "rate"),
     "dropped": ({"rate", "count"}, "count"),
     "late": ({"rate", "count"}, "count"),
 }
-_SERVER_AGGREGATIONS = ({"p", "avg", "min", "max", "med", "count", "last"}, "last")
+_BUILTIN = set(_AGGREGATIONS)
+_TAGS = {"dropped": ("name", "scenario"), "late": ("name", "scenario")}
+_SERVER_AGGREGATIONS = ({"p", "avg", "min", "max", "med", "count", "last", "rate"}, "last")
+# The aggregations a series name written without spaces may end with (``mem_bytes:max``).
+_AGGREGATION_WORDS = _SERVER_AGGREGATIONS[0] - {"p"}
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le,
     ">=": operator.ge,
@@ -85,13 +92,18 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 _UNITS_MS = {"ms": 1.0, "s": 1000.0, "us": 0.001, "µs": 0.001}
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SERIES = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
+_SERVER_PREFIX = "server."
 _AGGREGATION = re.compile(r"p\s*\(\s*(?P<n>[0-9]*\.?[0-9]+)\s*\)|(?P<word>[A-Za-z_]\w*)")
 _OP = re.compile(r"<=|>=|==|!=|<|>")
 _NUMBER = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 _UNIT = re.compile(r"ms|µs|us|s|%")
 _QUOTED = re.compile(r"\"([^\"]*)\"|'([^']*)'")
 _BARE_VALUE = re.compile(r"[^,}]+")
-_DURATION = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*")
+_SECONDS = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*")
+_DURATION = re.compile(r"\s*(?:[0-9]*\.?[0-9]+(?:ms|s|m|h)\s*)+")
+_DURATION_PART = re.compile(r"([0-9]*\.?[0-9]+)(ms|s|m|h)")
+_DURATION_SCALE = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _LABELS = re.compile(r"(\w+)=\"((?:[^\"\\]|\\.)*)\"")
 
 
@@ -108,7 +120,11 @@ class ThresholdError(RedlineLoadError, ValueError):
 
 @dataclass(frozen=True)
 class Threshold:
-    """One parsed threshold; ``evaluate`` reads its value from a summary."""
+    """One parsed threshold; ``evaluate`` reads its value from a summary.
+
+    ``server`` is true when ``metric`` names a scraped series, as any name but the built-ins
+    does, and a built-in's name does after ``server.``.
+    """
 
     expression: str
     metric: str
@@ -119,6 +135,7 @@ class Threshold:
     percentile: float | None = None
     abort_on_fail: bool = False
     delay_abort_eval: float = 0.0
+    server: bool = False
     _compare: Callable[[float, float], bool] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -130,9 +147,11 @@ class Threshold:
         return (not math.isnan(value) and self._compare(value, self.target)), value
 
     def _value(self, summary: Mapping[str, Any]) -> float:
-        if self.metric not in _BUILTIN:
+        if self.server or self.metric not in _BUILTIN:
             return _server_value(summary.get("server") or {}, self)
         tags = dict(self.tags)
+        if "scenario" in tags:
+            return self._scenario_value(summary, tags["scenario"])
         if "name" in tags:
             summary = (summary.get("endpoints") or {}).get(tags["name"])
             if summary is None:
@@ -151,11 +170,30 @@ class Threshold:
             return float(summary.get("rps", math.nan))
         if self.metric == "requests":
             return float(total)
-        counted = requests.get({"errors": "failed"}.get(self.metric, self.metric), 0)
+        key = {"errors": "failed", "checks": "checks_failed"}.get(self.metric, self.metric)
+        counted = requests.get(key, 0)
         if agg == "count":
             return float(counted)
-        scheduled = total if self.metric == "errors" else total + requests.get("dropped", 0)
+        if self.metric in _RATIOS - {"dropped", "late"}:
+            return counted / total if total else 0.0
+        # Arrivals, not requests: a flow of several requests sends several per arrival, and
+        # only the runner knows how many it scheduled. Older summaries lack the count.
+        scheduled = requests.get("scheduled") or 0
+        if scheduled <= 0:
+            scheduled = total + requests.get("dropped", 0)
         return counted / scheduled if scheduled else 0.0
+
+    def _scenario_value(self, summary: Mapping[str, Any], name: str) -> float:
+        section = (summary.get("scenarios") or {}).get(name)
+        if section is None or self.metric not in section:
+            return math.nan
+        counted = section[self.metric]
+        if self.aggregation == "count":
+            return float(counted)
+        scheduled = section.get("scheduled")
+        if scheduled is None:
+            return math.nan
+        return counted / scheduled if scheduled > 0 else 0.0
 
 
 def parse(expression: str | Mapping[str, Any]) -> Threshold:
@@ -220,12 +258,11 @@ class _Parser:
         return False
 
     def parse(self) -> Threshold:
-        name = self.match(_NAME)
-        if not name:
-            raise self.fail("expected a metric name such as latency, errors or rps")
-        metric = name.group()
-        allowed, default = _AGGREGATIONS.get(metric, _SERVER_AGGREGATIONS)
-        tags = self.tags(metric) if self.take("{") else ()
+        server = self.take(_SERVER_PREFIX)
+        metric = self.metric_name(server)
+        server = server or metric not in _BUILTIN
+        allowed, default = _SERVER_AGGREGATIONS if server else _AGGREGATIONS[metric]
+        tags = self.tags(None if server else metric) if self.take("{") else ()
         aggregation, percentile = default, None
         if self.take(":"):
             aggregation, percentile = self.aggregation(metric, allowed)
@@ -238,7 +275,7 @@ class _Parser:
         number = self.match(_NUMBER)
         if not number:
             raise self.fail("expected a number")
-        target = self.unit(float(number.group()), metric, aggregation)
+        target = self.unit(float(number.group()), None if server else metric, aggregation)
         abort = self.take("!")
         self.skip()
         if self.pos < len(self.text):
@@ -252,17 +289,45 @@ class _Parser:
             tags=tags,
             percentile=percentile,
             abort_on_fail=abort,
+            server=server,
         )
 
-    def tags(self, metric: str) -> tuple[tuple[str, str], ...]:
+    def metric_name(self, server: bool) -> str:
+        """The metric's name, leaving ``pos`` on what follows it (``{``, ``:`` or the op)."""
+        self.skip()
+        start = self.pos
+        found = _SERIES.match(self.text, start)
+        if not found or found.group() == ":":
+            if server:
+                raise self.fail("expected a series name after 'server.'")
+            raise self.fail("expected a metric name such as latency, errors or rps")
+        name = found.group()
+        after = self.text[found.end() :].lstrip()
+        head, colon, last = name.rpartition(":")
+        if name.endswith(":"):
+            name = name[:-1]  # the colon before the aggregation
+        elif (
+            colon
+            and head
+            and not after.startswith((":", "{"))
+            and (last in _AGGREGATION_WORDS or (last == "p" and after.startswith("(")))
+        ):
+            name = head  # "errors:rate", "mem_bytes:max": the old, spaceless form
+        self.pos = start + len(name)
+        return name
+
+    def tags(self, metric: str | None) -> tuple[tuple[str, str], ...]:
+        """The tag list; ``metric`` is the built-in it filters, None for a series."""
         tags = []
+        known = _TAGS.get(metric, ("name",)) if metric is not None else None
         while True:
             key = self.match(_NAME)
             if not key:
                 raise self.fail("expected a tag name, e.g. {name:list-calls}")
-            if metric in _BUILTIN and key.group() != "name":
+            if known is not None and key.group() not in known:
+                allowed = " or ".join(f"{tag}:" for tag in known)
                 raise self.fail(
-                    f"unknown tag {key.group()!r}; {metric} can only be filtered by name:",
+                    f"unknown tag {key.group()!r}; {metric} can only be filtered by {allowed}",
                     key.start(),
                 )
             if not self.take(":"):
@@ -277,6 +342,11 @@ class _Parser:
                 raise self.fail(f"tag {key.group()!r} has no value")
             tags.append((key.group(), text.strip()))
             if self.take("}"):
+                if {"name", "scenario"} <= {tag for tag, _ in tags}:
+                    raise self.fail(
+                        "name: and scenario: cannot be combined; "
+                        "dropped and late arrivals are counted per scenario or per name"
+                    )
                 return tuple(tags)
             if not self.take(","):
                 raise self.fail("expected ',' or '}' in the tag list")
@@ -301,17 +371,23 @@ class _Parser:
             )
         return word, None
 
-    def unit(self, value: float, metric: str, aggregation: str) -> float:
+    def unit(self, value: float, metric: str | None, aggregation: str) -> float:
+        """The target in the metric's unit; ``metric`` is None for a series, which has none."""
         unit = self.match(_UNIT)
         if not unit:
             return value
         unit_at = unit.start()
         if unit.group() == "%":
-            if aggregation != "rate" or metric in ("rps", "requests"):
-                raise self.fail("'%' only applies to a rate such as 'errors: rate < 1%'", unit_at)
+            if aggregation != "rate" or metric not in _RATIOS:
+                raise self.fail(
+                    "'%' only applies to a ratio such as 'errors: rate < 1%' "
+                    "(errors, checks, dropped or late)",
+                    unit_at,
+                )
             return value / 100
         if metric not in _LATENCY or aggregation == "count":
-            raise self.fail(f"{metric} {aggregation} is not a duration", unit_at)
+            what = f"{metric} {aggregation}" if metric is not None else "a server series"
+            raise self.fail(f"{what} is not a duration", unit_at)
         return value * _UNITS_MS[unit.group()]
 
 
@@ -331,27 +407,25 @@ def _parse_mapping(data: Mapping[str, Any]) -> Threshold:
     threshold = parse(text)
     abort = bool(data.get("abort_on_fail", data.get("abortOnFail", threshold.abort_on_fail)))
     delay = data.get("delay_abort_eval", data.get("delayAbortEval", 0))
-    return Threshold(
-        expression=threshold.expression,
-        metric=threshold.metric,
-        aggregation=threshold.aggregation,
-        op=threshold.op,
-        target=threshold.target,
-        tags=threshold.tags,
-        percentile=threshold.percentile,
-        abort_on_fail=abort,
-        delay_abort_eval=_seconds(delay, text),
+    return dataclasses.replace(
+        threshold, abort_on_fail=abort, delay_abort_eval=_seconds(delay, text)
     )
 
 
 def _seconds(value: Any, text: str) -> float:
+    """Seconds of a number (seconds) or a duration such as ``"1m30s"``, ``"500ms"``, ``"2h"``."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
-    found = _DURATION.fullmatch(str(value))
-    if not found:
-        raise ThresholdError(f"delay_abort_eval {value!r} is not a duration like '30s'", text)
-    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[found.group(2) or "s"]
-    return float(found.group(1)) * scale
+    plain = _SECONDS.fullmatch(str(value))
+    if plain:
+        return float(plain.group(1))
+    if not _DURATION.fullmatch(str(value)):
+        raise ThresholdError(
+            f"delay_abort_eval {value!r} is not a duration like '30s', '1m30s' or '500ms'", text
+        )
+    return sum(
+        float(number) * _DURATION_SCALE[unit] for number, unit in _DURATION_PART.findall(str(value))
+    )
 
 
 def _server_value(server: Mapping[str, Any], threshold: Threshold) -> float:
@@ -373,6 +447,9 @@ def _server_value(server: Mapping[str, Any], threshold: Threshold) -> float:
         if key in series:
             return float(series[key])
         series = series.get("values", [])
+    if agg == "rate":
+        # Only the scraper knows which series are counters, and a counter's resets.
+        return math.nan
     if isinstance(series, int | float):
         return float(series)
     values = [float(v[-1] if isinstance(v, list | tuple) else v) for v in series]
