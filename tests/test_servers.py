@@ -1,8 +1,10 @@
 import gc
+import os
 import select
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -182,6 +184,27 @@ def fake_pg_bin_dir(path: Path) -> Path:
     return path
 
 
+def open_psql(server: PostgresServer, url: str) -> subprocess.Popen[bytes]:
+    """An interactive psql session on `url`, blind to the caller's PG* variables."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
+    return subprocess.Popen(
+        [server.bin_dir / "psql", "-X", "-A", "-t", url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        bufsize=0,
+        env=env,
+    )
+
+
+def answer(session: subprocess.Popen[bytes], sql: bytes, timeout: float) -> bytes | None:
+    """Send `sql` (if any) and return the next output line, or None if none comes in time."""
+    assert session.stdin is not None and session.stdout is not None
+    if sql:
+        session.stdin.write(sql + b";\n")
+    ready, _, _ = select.select([session.stdout], [], [], timeout)
+    return session.stdout.readline() if ready else None
+
+
 @pytest.fixture
 def no_system_postgres(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """Hide every PostgreSQL but pgserver's; returns the dir that is now PATH."""
@@ -283,6 +306,24 @@ def test_postgres_start_serves_psql_and_stop_frees_port_and_temp_dir() -> None:
     assert not log_path.parent.exists()
 
 
+def test_cluster_is_made_in_the_given_tmp_dir() -> None:
+    # Not pytest's tmp_path: as root the server runs as `postgres`, which cannot enter it.
+    parent = Path(tempfile.gettempdir())
+    with PostgresServer(tmp_dir=parent) as server:
+        assert server.data_dir is not None and server.data_dir.parent.parent == parent
+        assert server.psql("select 1") == "1"
+
+
+def test_cluster_goes_to_ram_only_when_it_has_room(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(_servers, "_RAM_DIR", tmp_path)
+    monkeypatch.setattr(_servers, "_RAM_DIR_MIN_FREE", 0)
+    assert PostgresServer().tmp_dir == tmp_path
+    monkeypatch.setattr(_servers, "_RAM_DIR_MIN_FREE", 1 << 62)
+    assert PostgresServer().tmp_dir is None
+
+
 def test_durability_is_off_and_only_loopback_listens(pg_server: PostgresServer) -> None:
     show = "select current_setting('fsync'), current_setting('synchronous_commit'), "
     show += "current_setting('full_page_writes'), current_setting('listen_addresses')"
@@ -308,12 +349,9 @@ def test_create_and_drop_database_quote_awkward_names(pg_server: PostgresServer)
 
 
 def test_drop_database_disconnects_its_clients(pg_server: PostgresServer) -> None:
-    url = pg_server.create_database("held_open")
-    client = subprocess.Popen(
-        [pg_server.bin_dir / "psql", "-X", url], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL
-    )
+    client = open_psql(pg_server, pg_server.create_database("held_open"))
     try:
-        pg_server.psql("select pg_sleep(0.2)", database="held_open")
+        assert answer(client, b"select 'connected'", timeout=5) == b"connected\n"
         pg_server.drop_database("held_open")
     finally:
         client.kill()
@@ -360,26 +398,13 @@ def test_pause_makes_new_connections_time_out_and_resume_restores_them(
 
 
 def test_pause_freezes_open_connections_too(own_pg: PostgresServer) -> None:
-    session = subprocess.Popen(
-        [own_pg.bin_dir / "psql", "-X", "-A", "-t", own_pg.url],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        bufsize=0,
-    )
-    assert session.stdin is not None and session.stdout is not None
-
-    def answer(sql: bytes, timeout: float) -> bytes | None:
-        if sql:
-            session.stdin.write(sql + b";\n")
-        ready, _, _ = select.select([session.stdout], [], [], timeout)
-        return session.stdout.readline() if ready else None
-
+    session = open_psql(own_pg, own_pg.url)
     try:
-        assert answer(b"select 'before'", timeout=5) == b"before\n"
+        assert answer(session, b"select 'before'", timeout=5) == b"before\n"
         own_pg.pause()
-        assert answer(b"select 'during'", timeout=0.5) is None
+        assert answer(session, b"select 'during'", timeout=0.5) is None
         own_pg.resume()
-        assert answer(b"", timeout=5) == b"during\n"
+        assert answer(session, b"", timeout=5) == b"during\n"
     finally:
         session.kill()
         session.wait()

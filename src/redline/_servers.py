@@ -270,6 +270,11 @@ _PG_INSTALL_HINT = (
     "or set REDLINE_PG_BIN=/path/to/postgresql/bin."
 )
 
+# A cluster is hundreds of small files: on tmpfs, initdb and CREATE DATABASE run ~10x faster than
+# on ext4 even without fsync. Below this much free room (Docker gives /dev/shm 64 MiB), use disk.
+_RAM_DIR = Path("/dev/shm")
+_RAM_DIR_MIN_FREE = 1 << 30
+
 # The cluster dies with the server, so durability buys nothing and costs every commit.
 _PG_THROWAWAY_SETTINGS: dict[str, Any] = {
     "listen_addresses": HOST,
@@ -331,6 +336,17 @@ def _pg_bin_dir_candidates() -> Iterator[Path]:
 
 def _major_version(bin_dir: Path) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", bin_dir.parent.name))
+
+
+def _default_tmp_dir() -> Path | None:
+    """/dev/shm if it is writable and has room, else None for the system temp dir."""
+    try:
+        stats = os.statvfs(_RAM_DIR)
+    except OSError:
+        return None
+    if stats.f_bavail * stats.f_frsize < _RAM_DIR_MIN_FREE or not os.access(_RAM_DIR, os.W_OK):
+        return None
+    return _RAM_DIR
 
 
 def _server_user() -> pwd.struct_passwd | None:
@@ -400,11 +416,13 @@ def _signal_pid(pid: int, signum: int) -> None:
 class PostgresServer:
     """A postgres process on a free loopback port, with a throwaway cluster in a temp dir.
 
-    Durability is off (fsync, synchronous_commit, full_page_writes), so a kill() loses the last
-    fraction of a second of commits. ``settings`` are appended to postgresql.conf after those
-    defaults (e.g. ``{"shared_preload_libraries": "pg_stat_statements"}``); ``extensions`` are
-    created in template1 and postgres, so every database from create_database() has them. As
-    root, initdb and postgres run as the ``postgres`` user (``nobody`` if there is none).
+    The temp dir is made in ``tmp_dir``: by default /dev/shm when it has 1 GiB free, since RAM
+    is much faster for this, else the system temp dir. Durability is off (fsync,
+    synchronous_commit, full_page_writes), so a kill() loses the last fraction of a second of
+    commits. ``settings`` are appended to postgresql.conf after those defaults (e.g.
+    ``{"shared_preload_libraries": "pg_stat_statements"}``); ``extensions`` are created in
+    template1 and postgres, so every database from create_database() has them. As root, initdb
+    and postgres run as the ``postgres`` user (``nobody`` if there is none).
     """
 
     def __init__(
@@ -414,11 +432,13 @@ class PostgresServer:
         port: int | None = None,
         settings: Mapping[str, object] | None = None,
         extensions: Iterable[str] = (),
+        tmp_dir: str | os.PathLike[str] | None = None,
         timeout: float = 30.0,
     ) -> None:
         self.bin_dir = find_postgres_bin_dir(bin_dir)
         self.settings = dict(settings or {})
         self.extensions = tuple(extensions)
+        self.tmp_dir = Path(tmp_dir) if tmp_dir is not None else _default_tmp_dir()
         self.timeout = timeout
         self.host = HOST
         self._port = port
@@ -469,7 +489,7 @@ class PostgresServer:
         self._port = self._port or _free_port()
         fresh = self._dir is None
         if fresh:
-            self._dir = Path(tempfile.mkdtemp(prefix="redline-pg-"))
+            self._dir = Path(tempfile.mkdtemp(prefix="redline-pg-", dir=self.tmp_dir))
             try:
                 self._init_cluster(self._dir)
             except BaseException:
