@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
@@ -26,8 +27,10 @@ SERVER = {
         "max": 2.0e8,
         "avg": 1.5e8,
     },
+    'mem_bytes{job="db"}': {"values": [[0.0, 3.0e8], [2.0, 3.5e8]], "last": 3.5e8},
     'queue_depth{le="<0.5"}': {"values": [[0.0, 1], [2.0, 4]], "last": 4},
 }
+SERVER_NAMES = 2  # mem_bytes (two label sets, one chart) and queue_depth
 # Closed-model "list-calls": 5 s x 100 requests, latency 5 ms in second 0 up to 9 ms in second 4.
 # Open-model EVIL: 5 s x 50 requests, every 10th a 503, each sent 1 ms late.
 THRESHOLDS = [
@@ -169,13 +172,147 @@ def test_html_escapes_request_names_expressions_and_reasons(tmp_path: Path) -> N
     assert "\\u003c0.5" not in page
 
 
-def test_html_has_a_chart_per_timeseries_panel_and_per_server_series(tmp_path: Path) -> None:
+def plotted(page: str) -> list[tuple[str, list[str]]]:
+    """``(title, [trace name, ...])`` of every chart of the page, in order."""
+    charts = []
+    decoder = json.JSONDecoder()
+    for found in re.finditer(r'Plotly\.newPlot\(\s*"redline-chart-\d+",\s*', page):
+        traces, end = decoder.raw_decode(page, found.end())
+        layout, _ = decoder.raw_decode(page, page.index("{", end))
+        charts.append((layout["title"]["text"], [trace.get("name") for trace in traces]))
+    return charts
+
+
+def test_html_has_a_chart_per_timeseries_panel_and_per_server_metric_name(
+    tmp_path: Path,
+) -> None:
     without = html_of(run_summary(), tmp_path)
     with_server = html_of(run_summary(server=SERVER), tmp_path)
 
-    # latency, throughput, failures, load; then one per series
+    # latency, throughput, failures, load; then one per metric name, a line per label set
     assert len(re.findall(r'<div id="redline-chart-\d+"', without)) == 4
-    assert len(re.findall(r'<div id="redline-chart-\d+"', with_server)) == 4 + len(SERVER)
+    assert len(re.findall(r'<div id="redline-chart-\d+"', with_server)) == 4 + SERVER_NAMES
+    assert plotted(with_server)[4:] == [
+        ("mem_bytes", ['mem_bytes{job="api"}', 'mem_bytes{job="db"}']),
+        ("queue_depth", ['queue_depth{le="&lt;0.5"}']),
+    ]
+
+
+def many_series(names: int) -> dict[str, Any]:
+    """``names`` metric names, out of order, each with two label sets."""
+    return {
+        f'm{n:02d}{{pod="{pod}"}}': {"values": [[0.0, n], [1.0, n + 1]], "last": n + 1}
+        for n in reversed(range(names))
+        for pod in ("a", "b")
+    }
+
+
+def test_html_charts_at_most_twelve_server_metric_names_and_says_how_many_not(
+    tmp_path: Path,
+) -> None:
+    page = html_of(run_summary(server=many_series(30)), tmp_path)
+
+    server_charts = plotted(page)[4:]
+    assert [title for title, _ in server_charts] == [f"m{n:02d}" for n in range(12)]
+    assert all(len(traces) == 2 for _, traces in server_charts)
+    assert "18 more server metric names not charted" in page
+    # The table keeps every series.
+    rows = rows_of(page, "server")
+    assert len([key for key in rows if key.startswith("m")]) == 60
+    assert rows['m29{pod="b"}'][0] == "30"
+
+
+def test_html_takes_the_number_of_server_charts(tmp_path: Path) -> None:
+    page = html_of(run_summary(server=many_series(3)), tmp_path, server_charts=1)
+    every = html_of(run_summary(server=many_series(3)), tmp_path)
+
+    assert [title for title, _ in plotted(page)[4:]] == ["m00"]
+    assert "2 more server metric names not charted" in page
+    assert len(plotted(every)) == 4 + 3
+    assert "not charted" not in every
+
+
+def test_html_shows_how_the_scrape_went_and_every_series(tmp_path: Path) -> None:
+    scrape = {
+        "url": "http://127.0.0.1:9/metrics",
+        "scrapes": 62,
+        "errors": 0,
+        "last_error": None,
+        "series": 3,
+        "dropped_series": 0,
+    }
+    page = html_of(run_summary(server=SERVER, server_scrape=scrape), tmp_path)
+
+    rows = rows_of(page, "server")
+    assert rows["url"] == ["http://127.0.0.1:9/metrics"]
+    assert rows["scrapes"] == ["62"]
+    assert rows["errors"] == ["0"]
+    # last, min, max, avg, rate
+    assert rows['mem_bytes{job="api"}'] == ["150,000,000", "100,000,000", "200,000,000",
+                                            "150,000,000", "–"]  # fmt: skip
+    assert rows['queue_depth{le="<0.5"}'] == ["4", "–", "–", "–", "–"]
+    assert 'class="warning"' not in page
+    assert "not kept" not in page
+
+
+def test_html_warns_of_failed_scrapes_with_the_last_error(tmp_path: Path) -> None:
+    scrape = {
+        "url": "http://127.0.0.1:9/metrics",
+        "scrapes": 62,
+        "errors": 3,
+        "last_error": EVIL,
+        "series": 0,
+        "dropped_series": 5,
+    }
+    page = html_of(run_summary(server_scrape=scrape), tmp_path)
+
+    section = page[page.index('<section id="server">') :]
+    assert section.index('class="warning"') < section.index("</section>")
+    assert "3 of 62 scrapes failed" in section
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in section
+    assert "5 series beyond the limit were not kept" in section
+    assert EVIL not in page
+
+
+def test_html_has_no_server_section_without_scraping(tmp_path: Path) -> None:
+    assert '<section id="server">' not in html_of(run_summary(), tmp_path)
+
+
+def test_html_shows_when_a_threshold_stopped_the_run(tmp_path: Path) -> None:
+    aborted = {"at_s": 12.0, "by": ["errors: rate < 0.01", EVIL]}
+    page = html_of(run_summary(aborted=aborted), tmp_path)
+    calm = html_of(run_summary(), tmp_path)
+
+    header = page[: page.index("</header>")]
+    banner = re.search(r'<div class="aborted" id="aborted">(.*?)</div>', header)
+    assert banner is not None
+    text = re.sub(r"<[^>]+>", "", banner.group(1))
+    assert text.startswith(
+        "Stopped at 12.0 s by: errors: rate &lt; 0.01; &lt;script&gt;alert(1)&lt;/script&gt;"
+    )
+    # Near the verdict: right after it, before the figures.
+    assert header.index("Verdict:") < banner.start() < header.index('<dl class="stats">')
+    assert 'id="aborted"' not in calm
+
+
+def test_html_shows_each_scenarios_arrivals_and_the_scheduled_total(tmp_path: Path) -> None:
+    summary = run_summary(
+        scenarios={
+            "checkout": {"scheduled": 400, "dropped": 8, "late": 2, "max_late_ms": 12.5},
+            EVIL: {"scheduled": 1250, "dropped": 0, "late": 0, "max_late_ms": 0.0},
+        }
+    )
+    summary["requests"]["scheduled"] = 1650
+    page = html_of(summary, tmp_path)
+    plain = html_of(run_summary(), tmp_path)
+
+    rows = rows_of(page, "scenarios")
+    # scheduled, dropped, late, max late
+    assert rows["checkout"] == ["400", "8", "2", "12.5"]
+    assert rows[EVIL] == ["1,250", "0", "0", "0"]
+    assert "<dt>scheduled</dt><dd>1,650</dd>" in page
+    assert '<section id="scenarios">' not in plain
+    assert "<dt>scheduled</dt>" not in plain
 
 
 def test_html_is_the_same_for_the_same_summary(tmp_path: Path) -> None:
@@ -230,6 +367,25 @@ def test_junit_fails_the_generator_case_when_saturated(tmp_path: Path) -> None:
     assert failure.get("message") == "generator saturated: event loop p99 lag 12.0 ms > 10 ms"
 
 
+def test_junit_says_when_and_by_what_a_threshold_stopped_the_run(tmp_path: Path) -> None:
+    aborted = {"at_s": 12.0, "by": ["errors: rate < 0.01", "rps > 1000"]}
+    suite = junit_of(run_summary(aborted=aborted), tmp_path)[0]
+    calm = junit_of(run_summary(), tmp_path)[0]
+
+    properties = suite.findall("properties/property")
+    assert [(p.get("name"), p.get("value")) for p in properties] == [
+        ("aborted_at_s", "12.0"),
+        ("aborted_by", "errors: rate < 0.01"),
+        ("aborted_by", "rps > 1000"),
+    ]
+    assert suite.findtext("system-out") == "Stopped at 12.0 s by: errors: rate < 0.01; rps > 1000"
+    # The JUnit schema's order: properties, test cases, system-out.
+    assert [child.tag for child in suite][0] == "properties"
+    assert [child.tag for child in suite][-1] == "system-out"
+    assert suite.get("tests") == "5"
+    assert calm.find("properties") is None and calm.find("system-out") is None
+
+
 def test_junit_fails_a_threshold_the_run_has_no_value_for(tmp_path: Path) -> None:
     suite = junit_of(run_summary(["latency{name:missing}: p(95) < 5"]), tmp_path)[0]
 
@@ -240,15 +396,25 @@ def test_junit_fails_a_threshold_the_run_has_no_value_for(tmp_path: Path) -> Non
 
 def test_report_renders_offline_in_headless_chromium(tmp_path: Path) -> None:
     path = tmp_path / "report.html"
-    write_html(run_summary(server=SERVER), path)
+    scrape = {"url": "http://127.0.0.1:9/metrics", "scrapes": 5, "errors": 1,
+              "last_error": "refused", "series": 3, "dropped_series": 0}  # fmt: skip
+    scenarios = {"s": {"scheduled": 250, "dropped": 10, "late": 5, "max_late_ms": 1.0}}
+    aborted = {"at_s": 4.5, "by": ["rps > 1000"]}
+    write_html(
+        run_summary(server=SERVER, server_scrape=scrape, scenarios=scenarios, aborted=aborted),
+        path,
+    )
 
     rendered = dump_dom(path, offline=True)
 
     charts = re.findall(r'<div id="redline-chart-\d+" class="([^"]*)"', rendered.dom)
-    assert len(charts) == 4 + len(SERVER)
+    assert len(charts) == 4 + SERVER_NAMES
     assert all("js-plotly-plot" in classes for classes in charts)
     assert len(re.findall(r'<svg class="main-svg"', rendered.dom)) >= len(charts)
     assert len(re.findall(r'<g class="trace scatter', rendered.dom)) == 3 + 1 + 2 + len(SERVER)
     assert len(re.findall(r'<g class="trace bars', rendered.dom)) == 3
     rows = rows_of(rendered.dom, "thresholds")
     assert rows["rps > 1000"] == ["150", "FAIL"]
+    assert "Stopped at 4.5 s by:" in rendered.dom
+    assert rows_of(rendered.dom, "scenarios")["s"] == ["250", "10", "5", "1"]
+    assert rows_of(rendered.dom, "server")["last_error"] == ["refused"]

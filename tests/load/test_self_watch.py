@@ -45,8 +45,64 @@ async def test_late_arrivals_are_reported_as_saturation_with_the_worst_lag():
     await watch.stop()
     summary = watch.summary(requests=3)
     assert summary["max_schedule_lag_ms"] == 35.0
+    assert (summary["arrivals"], summary["late_arrivals"]) == (3, 1)
     assert summary["saturated"] is True
-    assert any("late" in reason for reason in summary["reasons"])
+    assert "1 of 3 arrivals (33.3%) sent more than 10 ms late" in " ".join(summary["reasons"])
+
+
+def lagged(lags_ms: list[float]) -> dict[str, object]:
+    """The summary of a watch that saw arrivals ``lags_ms`` late, and nothing else."""
+    watch = SelfWatch()
+    for lag_ms in lags_ms:
+        watch.schedule_lag(round(lag_ms * 1_000_000))
+    return watch.summary(requests=len(lags_ms))
+
+
+def test_one_arrival_a_few_tens_of_ms_late_in_many_is_not_saturation():
+    summary = lagged([0.2] * 999 + [35.0])
+
+    assert summary["saturated"] is False
+    assert summary["reasons"] == []
+    assert summary["max_schedule_lag_ms"] == 35.0
+    assert (summary["arrivals"], summary["late_arrivals"]) == (1000, 1)
+    assert summary["late_arrival_share"] == 0.001
+
+
+def test_more_than_one_percent_of_arrivals_late_is_saturation():
+    at_the_limit = lagged([0.2] * 990 + [20.0] * 10)
+    over = lagged([0.2] * 989 + [20.0] * 11)
+
+    assert at_the_limit["saturated"] is False
+    assert at_the_limit["late_arrival_share"] == 0.01
+    assert over["saturated"] is True
+    assert over["late_arrival_share"] == 0.011
+    assert over["reasons"] == [
+        "11 of 1000 arrivals (1.1%) sent more than 10 ms late (> 1% of them), "
+        "the worst 20.0 ms late"
+    ]
+
+
+def test_an_arrival_exactly_at_the_limit_is_not_late():
+    summary = lagged([10.0] * 10)
+
+    assert summary["late_arrivals"] == 0
+    assert summary["saturated"] is False
+
+
+def test_one_arrival_more_than_100_ms_late_is_saturation():
+    summary = lagged([0.2] * 9999 + [150.0])
+
+    assert summary["late_arrival_share"] == 0.0001
+    assert summary["saturated"] is True
+    assert summary["reasons"] == ["arrivals sent up to 150.0 ms late (> 100 ms)"]
+
+
+def test_without_arrivals_the_share_is_zero():
+    summary = lagged([])
+
+    assert (summary["arrivals"], summary["late_arrivals"]) == (0, 0)
+    assert summary["late_arrival_share"] == 0.0
+    assert summary["saturated"] is False
 
 
 async def test_cpu_per_request_is_the_process_cpu_divided_by_requests():

@@ -1,12 +1,19 @@
 """The reports of a load run, written from its ``summary.json``: an HTML page and JUnit XML.
 
-``write_html`` writes one self-contained page for people: the verdict, charts over time
-(latency percentiles, throughput, failures, load, scraped server series), the per-request
-table, the thresholds, the generator's verdict on itself and any preset verdicts. It opens
-offline, from a CI artifact or a mail attachment: nothing is fetched, plotly.js is inlined.
+``write_html`` writes one self-contained page for people: the verdict (with a banner when a
+threshold stopped the run), charts over time (latency percentiles, throughput, failures, load,
+and one chart per scraped server metric name, its label sets as lines), the per-request table,
+the per-scenario arrivals, the thresholds, how the server scrape went with every series'
+figures, the generator's verdict on itself and any preset verdicts. It opens offline, from a
+CI artifact or a mail attachment: nothing is fetched, plotly.js is inlined.
 
 ``write_junit`` writes JUnit XML for CI: one test case per threshold and one for the
-generator, so a failed threshold shows up where test failures do.
+generator, so a failed threshold shows up where test failures do; a run a threshold stopped
+says so in the suite's properties and ``system-out``.
+
+Server charts are grouped by metric name and capped (``server_charts``, 12 by default, the
+first names in sorted order): an exporter's hundreds of series would otherwise bury the run's
+own charts, and each chart costs the browser time. Every series stays in the table.
 
 Why plotly: it is already a core dependency, its Python API turns the time series into
 figures without any JavaScript of our own, and ``plotly.io.to_html`` embeds plotly.js with
@@ -33,6 +40,8 @@ import plotly.io as pio
 _PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 _PLOT_HEIGHT = 320
 _TOP_ERRORS = 3
+_SERVER_CHARTS = 12
+_SERVER_COLUMNS = ("last", "min", "max", "avg", "rate")
 _LATENCY_COLUMNS = (("p50", "p50"), ("p90", "p90"), ("p95", "p95"), ("p99", "p99"))
 _LATENCY_COLUMNS += (("p99.9", "p999"), ("max", "max"))
 _SERVICE_COLUMNS = (("p95", "p95"), ("p99", "p99"))
@@ -53,6 +62,7 @@ h2 { margin: 1.6em 0 .5em; border-bottom: 1px solid #ddd; padding-bottom: .2em; 
 .verdict.pass { background: #17803d; color: #fff; }
 .verdict.fail { background: #c62828; color: #fff; }
 .warning { background: #fff4d6; border-left: 4px solid #e0a800; padding: .5em 1em; }
+.aborted { background: #fdecea; border-left: 4px solid #c62828; padding: .5em 1em; }
 table { border-collapse: collapse; margin: .5em 0; }
 th, td { border-bottom: 1px solid #e4e4e4; padding: .25em .6em; text-align: left;
          vertical-align: top; }
@@ -64,14 +74,24 @@ code { font-size: 13px; }
 """
 
 
-def write_html(summary: Mapping[str, Any], path: Path, *, title: str = "redline load") -> None:
-    """Write ``summary`` as one self-contained HTML page that opens without a network."""
-    Path(path).write_text(_page(summary, title), encoding="utf-8")
+def write_html(
+    summary: Mapping[str, Any],
+    path: Path,
+    *,
+    title: str = "redline load",
+    server_charts: int = _SERVER_CHARTS,
+) -> None:
+    """Write ``summary`` as one self-contained HTML page that opens without a network; at most
+    ``server_charts`` scraped metric names get a chart."""
+    if server_charts < 0:
+        raise ValueError(f"server_charts must be 0 or more, not {server_charts}")
+    Path(path).write_text(_page(summary, title, server_charts), encoding="utf-8")
 
 
 def write_junit(summary: Mapping[str, Any], path: Path, *, suite: str = "redline load") -> None:
     """Write ``summary``'s verdicts as JUnit XML: a test case per threshold, one for the
-    generator (failed when it was saturated)."""
+    generator (failed when it was saturated); a run a threshold stopped has the properties
+    ``aborted_at_s`` and ``aborted_by`` (one per expression) and says so in ``system-out``."""
     cases = [_threshold_case(expr, verdict) for expr, verdict in _thresholds(summary).items()]
     generator = summary.get("generator")
     if generator is not None:
@@ -87,7 +107,16 @@ def write_junit(summary: Mapping[str, Any], path: Path, *, suite: str = "redline
         skipped="0",
         time=_seconds(summary.get("duration_s")),
     )
+    aborted = summary.get("aborted")
+    if aborted:
+        # JUnit wants properties before the test cases and system-out after them.
+        properties = ET.SubElement(testsuite, "properties")
+        ET.SubElement(properties, "property", name="aborted_at_s", value=str(aborted.get("at_s")))
+        for expression in aborted.get("by") or ():
+            ET.SubElement(properties, "property", name="aborted_by", value=str(expression))
     testsuite.extend(cases)
+    if aborted:
+        ET.SubElement(testsuite, "system-out").text = _stopped(aborted)
     ET.indent(root)
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
 
@@ -126,12 +155,16 @@ def _seconds(value: Any) -> str:
 # -- HTML page -----------------------------------------------------------------------------
 
 
-def _page(summary: Mapping[str, Any], title: str) -> str:
+def _page(summary: Mapping[str, Any], title: str, server_charts: int) -> str:
+    server = summary.get("server") or {}
+    names = sorted({_metric_name(key) for key in server})
     sections = [
         _header(summary, title),
-        _charts(_figures(summary)),
+        _charts(_figures(summary, names[:server_charts]), len(names) - server_charts),
         _requests_section(summary),
+        _scenarios_section(summary.get("scenarios")),
         _thresholds_section(_thresholds(summary)),
+        _server_section(summary.get("server_scrape"), server),
         _generator_section(summary.get("generator")),
         _verdicts_section(summary.get("verdicts")),
     ]
@@ -149,8 +182,10 @@ def _header(summary: Mapping[str, Any], title: str) -> str:
     verdict = "PASS" if passed else "FAIL"
     note = "" if thresholds else ' <span class="note">(no thresholds)</span>'
     requests = summary.get("requests") or {}
-    stats = [
-        ("duration", f"{_number(summary.get('duration_s'))} s"),
+    stats = [("duration", f"{_number(summary.get('duration_s'))} s")]
+    if requests.get("scheduled") is not None:
+        stats.append(("scheduled", _number(requests["scheduled"])))
+    stats += [
         ("requests", _number(requests.get("total"))),
         ("failed", _number(requests.get("failed"))),
         ("dropped", _number(requests.get("dropped"))),
@@ -161,9 +196,31 @@ def _header(summary: Mapping[str, Any], title: str) -> str:
     return (
         f"<header>\n<h1>{_esc(title)}</h1>\n"
         f'<p>Verdict: <span class="verdict {verdict.lower()}">{verdict}</span>{note}</p>\n'
+        f"{_aborted_banner(summary.get('aborted'))}"
         f'<dl class="stats">{items}</dl>\n'
         f"{_saturation_warning(summary.get('generator') or {})}</header>"
     )
+
+
+def _aborted_banner(aborted: Mapping[str, Any] | None) -> str:
+    if not aborted:
+        return ""
+    by = "; ".join(f"<code>{_esc(expression)}</code>" for expression in aborted.get("by") or ())
+    return (
+        f'<div class="aborted" id="aborted"><strong>{_esc(_stopped_at(aborted))} by:</strong> '
+        f"{by or 'no reason given'}. The figures cover the run up to then.</div>\n"
+    )
+
+
+def _stopped(aborted: Mapping[str, Any]) -> str:
+    """``Stopped at 12.0 s by: errors: rate < 0.01`` (expressions joined by ``; ``)."""
+    by = "; ".join(str(expression) for expression in aborted.get("by") or ())
+    return f"{_stopped_at(aborted)} by: {by or 'no reason given'}"
+
+
+def _stopped_at(aborted: Mapping[str, Any]) -> str:
+    at = aborted.get("at_s")
+    return f"Stopped at {at:.1f} s" if isinstance(at, int | float) else "Stopped early"
 
 
 def _saturation_warning(generator: Mapping[str, Any]) -> str:
@@ -208,6 +265,24 @@ def _request_row(name: str, stats: Mapping[str, Any]) -> str:
     )
 
 
+def _scenarios_section(scenarios: Mapping[str, Mapping[str, Any]] | None) -> str:
+    if not scenarios:
+        return ""
+    keys = ("scheduled", "dropped", "late", "max_late_ms")
+    rows = "\n".join(
+        f"<tr><td>{_esc(name)}</td>"
+        + "".join(f'<td class="n">{_number(stats.get(key))}</td>' for key in keys)
+        + "</tr>"
+        for name, stats in scenarios.items()
+    )
+    return (
+        '<section id="scenarios">\n<h2>Scenarios</h2>\n<table>\n'
+        "<thead><tr><th>Scenario</th><th>Scheduled</th><th>Dropped</th><th>Late</th>"
+        "<th>Max late (ms)</th></tr></thead>\n"
+        f"<tbody>\n{rows}\n</tbody>\n</table>\n</section>"
+    )
+
+
 def _top_errors(errors: Mapping[str, int]) -> str:
     ranked = sorted(errors.items(), key=lambda item: (-item[1], item[0]))
     shown = [f"{_esc(reason)} ({_number(count)})" for reason, count in ranked[:_TOP_ERRORS]]
@@ -234,6 +309,48 @@ def _thresholds_section(thresholds: Mapping[str, Mapping[str, Any]]) -> str:
 
 def _verdict_cell(ok: bool) -> str:
     return '<td class="pass">PASS</td>' if ok else '<td class="fail">FAIL</td>'
+
+
+def _server_section(scrape: Mapping[str, Any] | None, server: Mapping[str, Any]) -> str:
+    """How scraping went, and every series' figures (the charts show only some)."""
+    if not scrape and not server:
+        return ""
+    parts = ['<section id="server">\n<h2>Server metrics</h2>']
+    if scrape:
+        errors = scrape.get("errors") or 0
+        if errors:
+            parts.append(
+                f'<div class="warning"><strong>{_number(errors)} of '
+                f"{_number(scrape.get('scrapes'))} scrapes failed</strong>; the last: "
+                f"{_esc(scrape.get('last_error') or 'no reason given')}</div>"
+            )
+        if scrape.get("dropped_series"):
+            parts.append(
+                f'<p class="note">{_number(scrape["dropped_series"])} series beyond the '
+                "limit were not kept.</p>"
+            )
+        parts.append(_pairs(scrape))
+    if server:
+        head = "".join(f"<th>{name}</th>" for name in _SERVER_COLUMNS)
+        rows = "\n".join(
+            f"<tr><td><code>{_esc(key)}</code></td>"
+            + "".join(
+                f'<td class="n">{_number(_stat(series, name))}</td>' for name in _SERVER_COLUMNS
+            )
+            + "</tr>"
+            for key, series in sorted(server.items())
+        )
+        parts.append(
+            f'<table class="series">\n<thead><tr><th>Series</th>{head}</tr></thead>\n'
+            f"<tbody>\n{rows}\n</tbody>\n</table>"
+        )
+    return "\n".join(parts) + "\n</section>"
+
+
+def _stat(series: Any, name: str) -> Any:
+    if isinstance(series, Mapping):
+        return series.get(name)
+    return series if name == "last" and isinstance(series, int | float) else None
 
 
 def _generator_section(generator: Mapping[str, Any] | None) -> str:
@@ -270,8 +387,8 @@ def _value(value: Any) -> str:
 # -- charts --------------------------------------------------------------------------------
 
 
-def _figures(summary: Mapping[str, Any]) -> list[go.Figure]:
-    """The charts of the page: the run's time series, then one per scraped server series."""
+def _figures(summary: Mapping[str, Any], server_names: list[str]) -> list[go.Figure]:
+    """The charts of the page: the run's time series, then one per server metric name."""
     figures = []
     rows = summary.get("timeseries") or []
     if rows:
@@ -279,14 +396,23 @@ def _figures(summary: Mapping[str, Any]) -> list[go.Figure]:
         load = _load(rows)
         if load is not None:
             figures.append(load)
-    for key, series in (summary.get("server") or {}).items():
-        figures.append(_server_series(key, series))
+    server = summary.get("server") or {}
+    for name in server_names:
+        figures.append(
+            _server_metric(name, {k: v for k, v in server.items() if _metric_name(k) == name})
+        )
     return figures
 
 
-def _charts(figures: list[go.Figure]) -> str:
+def _charts(figures: list[go.Figure], left_out: int) -> str:
     if not figures:
         return ""
+    note = (
+        f'\n<p class="note">{left_out} more server metric {"name" if left_out == 1 else "names"}'
+        " not charted; every series is in the server metrics table.</p>"
+        if left_out > 0
+        else ""
+    )
     # plotly.js goes in once, with the first chart; the others use it. Fixed div ids keep
     # the page the same for the same summary (plotly would pick random ones).
     divs = [
@@ -300,7 +426,7 @@ def _charts(figures: list[go.Figure]) -> str:
         )
         for index, figure in enumerate(figures)
     ]
-    return '<section id="charts">\n<h2>Over time</h2>\n' + "\n".join(divs) + "\n</section>"
+    return '<section id="charts">\n<h2>Over time</h2>\n' + "\n".join(divs) + note + "\n</section>"
 
 
 def _figure(
@@ -372,24 +498,27 @@ def _load(rows: list[Mapping[str, Any]]) -> go.Figure | None:
     return _figure("Load", y_title, traces, **layout)
 
 
-def _server_series(key: str, series: Any) -> go.Figure:
-    values = series.get("values", []) if isinstance(series, Mapping) else []
-    points = [point for point in values if isinstance(point, list | tuple) and len(point) == 2]
-    stats = " · ".join(
-        f"{name} {_number(series[name])}"
-        for name in ("last", "min", "max", "avg")
-        if isinstance(series, Mapping) and name in series
-    )
-    # plotly reads a few tags (<br>, <b>...) and entities in its labels, but not &quot;:
-    # escaping <, > and & only shows a series such as le="<0.5" as written.
-    label = html.escape(key, quote=False)
-    title = label + (f"<br><sup>{stats}</sup>" if stats else "")
-    trace = go.Scatter(
-        x=[point[0] for point in points], y=[point[1] for point in points], name=label, mode="lines"
-    )
-    return _figure(
-        title, "value", [trace], showlegend=False, margin={"l": 60, "r": 30, "t": 70, "b": 45}
-    )
+def _metric_name(key: str) -> str:
+    return key.partition("{")[0]
+
+
+def _server_metric(name: str, series: Mapping[str, Any]) -> go.Figure:
+    """One chart for a metric name: a line per label set, named by its whole series key."""
+    traces = []
+    for key, one in sorted(series.items()):
+        values = one.get("values", []) if isinstance(one, Mapping) else []
+        points = [point for point in values if isinstance(point, list | tuple) and len(point) == 2]
+        # plotly reads a few tags (<br>, <b>...) and entities in its labels, but not &quot;:
+        # escaping <, > and & only shows a series such as le="<0.5" as written.
+        traces.append(
+            go.Scatter(
+                x=[point[0] for point in points],
+                y=[point[1] for point in points],
+                name=html.escape(key, quote=False),
+                mode="lines",
+            )
+        )
+    return _figure(html.escape(name, quote=False), "value", traces, showlegend=len(traces) > 1)
 
 
 # -- formatting ----------------------------------------------------------------------------

@@ -101,8 +101,8 @@ _UNIT = re.compile(r"ms|µs|us|s|%")
 _QUOTED = re.compile(r"\"([^\"]*)\"|'([^']*)'")
 _BARE_VALUE = re.compile(r"[^,}]+")
 _SECONDS = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*")
-_DURATION = re.compile(r"\s*(?:[0-9]*\.?[0-9]+(?:ms|s|m|h)\s*)+")
-_DURATION_PART = re.compile(r"([0-9]*\.?[0-9]+)(ms|s|m|h)")
+_DURATION = re.compile(r"\s*(?:[0-9]*\.?[0-9]+\s*(?:ms|s|m|h)\s*)+")
+_DURATION_PART = re.compile(r"([0-9]*\.?[0-9]+)\s*(ms|s|m|h)")
 _DURATION_SCALE = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _LABELS = re.compile(r"(\w+)=\"((?:[^\"\\]|\\.)*)\"")
 
@@ -174,7 +174,7 @@ class Threshold:
         counted = requests.get(key, 0)
         if agg == "count":
             return float(counted)
-        if self.metric in _RATIOS - {"dropped", "late"}:
+        if self.metric in ("errors", "checks"):
             return counted / total if total else 0.0
         # Arrivals, not requests: a flow of several requests sends several per arrival, and
         # only the runner knows how many it scheduled. Older summaries lack the count.
@@ -258,7 +258,10 @@ class _Parser:
         return False
 
     def parse(self) -> Threshold:
-        server = self.take(_SERVER_PREFIX)
+        self.skip()
+        server = self.text.startswith(_SERVER_PREFIX, self.pos)
+        if server:
+            self.pos += len(_SERVER_PREFIX)
         metric = self.metric_name(server)
         server = server or metric not in _BUILTIN
         allowed, default = _SERVER_AGGREGATIONS if server else _AGGREGATIONS[metric]
@@ -294,7 +297,6 @@ class _Parser:
 
     def metric_name(self, server: bool) -> str:
         """The metric's name, leaving ``pos`` on what follows it (``{``, ``:`` or the op)."""
-        self.skip()
         start = self.pos
         found = _SERIES.match(self.text, start)
         if not found or found.group() == ":":
