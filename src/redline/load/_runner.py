@@ -20,7 +20,7 @@ from redline.load._http import Target
 from redline.load._metrics import Recorder
 from redline.load._plan import Plan, Scenario
 from redline.load._scrape import Scraper
-from redline.load._self_watch import SelfWatch
+from redline.load._self_watch import LAG_LIMIT_MS, SelfWatch
 from redline.load._thresholds import evaluate_all, parse, required_percentiles
 from redline.load._verdicts import verdicts
 from redline.load._vu import VU
@@ -29,6 +29,8 @@ FlowFunction = Callable[[VU], Awaitable[Any]]
 Tick = Callable[["Progress"], None]
 _CONTROL_TICK = 0.1  # seconds between closed-model adjustments of the number of users
 _RETRY_S = 0.001  # how long an open-model dispatcher woken too early waits before looking again
+_LATE_NS = 1_000_000  # an arrival sent later than this counts in requests.late,
+_WATCH_LATE_NS = int(LAG_LIMIT_MS * 1_000_000)  # and later than this, in the generator's too
 
 
 @dataclass
@@ -425,13 +427,13 @@ async def _open(scenario: Scenario, users: _Users, state: _Run) -> None:
         timer = None
         if stopped.is_set():
             return
-        worst = -1
+        arrivals = late = worst = 0
         try:
             while offset is not None:
                 intended = t0 + int(offset * 1e9)
                 now = clock()
                 if intended > now:
-                    if worst < 0:
+                    if not arrivals:
                         # Woken before anything was due (uvloop rounds a timer to the nearest
                         # millisecond): wait a whole millisecond rather than poll.
                         timer = loop.call_later(max((intended - now) * 1e-9, _RETRY_S), dispatch)
@@ -446,10 +448,13 @@ async def _open(scenario: Scenario, users: _Users, state: _Run) -> None:
                     state.vus[name] = len(busy)
                     next_second = int(offset) + 1
                 lag = now - intended
+                arrivals += 1
                 if lag > worst:
                     worst = lag
-                if lag > 1_000_000:
+                if lag > _LATE_NS:
                     recorder.record_late(name, lag)
+                    if lag > _WATCH_LATE_NS:
+                        late += 1
                 offset = next(schedule, None)
                 if idle:
                     vu = idle.pop()
@@ -466,8 +471,8 @@ async def _open(scenario: Scenario, users: _Users, state: _Run) -> None:
             scheduled.set_exception(exc)
             return
         finally:
-            if worst >= 0:
-                watch.schedule_lag(worst)
+            if arrivals:
+                watch.schedule_lags(arrivals, late, worst)
         scheduled.set_result(None)
 
     abort = loop.create_task(stopped.wait())
