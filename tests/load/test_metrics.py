@@ -189,7 +189,7 @@ def test_a_straggler_from_an_earlier_second_lands_in_its_own_second():
     assert rows[1]["p99"] == pytest.approx(1, rel=1e-3)
 
 
-def test_failures_checks_drops_and_late_arrivals_are_counted_per_name_and_reason():
+def test_failures_and_checks_count_per_name_drops_and_lateness_per_scenario():
     recorder = Recorder(start_ns=0)
     for _ in range(10):
         recorder.record("list", None, 0, MS, 200, None)
@@ -197,8 +197,9 @@ def test_failures_checks_drops_and_late_arrivals_are_counted_per_name_and_reason
     recorder.record("list", None, 0, MS, 503, "status:503")
     recorder.record("get", None, 0, MS, 503, "status:503")
     recorder.record_check_failure("get", "status 404")
-    recorder.record_dropped("get", 7)
-    recorder.record_late("list", 3 * MS)
+    recorder.record_scheduled("browse", 20)
+    recorder.record_dropped("browse", 7)
+    recorder.record_late("browse", 3 * MS)
     recorder.stop(SECOND)
     summary = recorder.summary()
     assert summary["requests"] == {
@@ -208,11 +209,16 @@ def test_failures_checks_drops_and_late_arrivals_are_counted_per_name_and_reason
         "late": 1,
         "checks_failed": 1,
         "max_late_ms": 3.0,
+        "scheduled": 20,
     }
+    assert summary["scenarios"] == {
+        "browse": {"scheduled": 20, "dropped": 7, "late": 1, "max_late_ms": 3.0}
+    }
+    assert "browse" not in summary["endpoints"]
     assert summary["errors"] == {"status:503": 2, "timeout": 1, "check: status 404": 1}
     assert summary["endpoints"]["list"]["requests"]["failed"] == 2
     assert summary["endpoints"]["get"]["errors"] == {"status:503": 1, "check: status 404": 1}
-    assert summary["endpoints"]["get"]["requests"]["dropped"] == 7
+    assert "dropped" not in summary["endpoints"]["get"]["requests"]
     assert summary["timeseries"][0]["errors"] == 3
     assert summary["timeseries"][0]["dropped"] == 7
 
@@ -270,3 +276,27 @@ def test_an_export_is_compact_and_merging_it_twice_doubles_the_counts():
     summary = merged.summary()
     assert summary["requests"]["total"] == 20_000
     assert summary["latency_ms"]["p50"] == recorder.summary()["latency_ms"]["p50"]
+
+
+def test_scenario_counts_merge_by_sum_and_worst_lateness():
+    workers = []
+    for lag in (2, 9):
+        recorder = Recorder(start_ns=0)
+        recorder.record_scheduled("browse", 10)
+        recorder.record_dropped("browse", 1)
+        recorder.record_late("browse", lag * MS)
+        recorder.stop(SECOND)
+        workers.append(recorder)
+    merged = Recorder()
+    for worker in workers:
+        merged.merge(worker.export())
+
+    summary = merged.summary()
+
+    assert summary["scenarios"]["browse"] == {
+        "scheduled": 20,
+        "dropped": 2,
+        "late": 2,
+        "max_late_ms": 9.0,
+    }
+    assert summary["requests"]["scheduled"] == 20

@@ -114,3 +114,44 @@ async def test_a_vu_keeps_the_cookies_it_is_given_and_sends_them_back(http_serve
     await run(plan_of(ConstantVUs(1, 0.1), flow), http_server.url)
 
     assert seen.get("Cookie") == "session=abc123"
+
+
+async def test_users_and_arrival_rates_of_all_scenarios_add_up_in_the_series(http_server):
+    from redline.load._plan import Request
+
+    flow = (Request(url="/delay/5"),)
+    plan = Plan(
+        scenarios=(
+            Scenario("a", ConstantVUs(2, 1.2), flow),
+            Scenario("b", ConstantVUs(5, 1.2), flow),
+            Scenario("c", ConstantArrivalRate(rate=100, duration=1.2), flow),
+            Scenario("d", ConstantArrivalRate(rate=300, duration=1.2), flow),
+        )
+    )
+
+    result = await run(plan, http_server.url)
+
+    first = result.summary["timeseries"][0]
+    assert first["vus"] == 7
+    assert first["rate"] == 400
+    assert result.summary["requests"]["scheduled"] == 480
+    assert {name: s["scheduled"] for name, s in result.summary["scenarios"].items()} == {
+        "c": 120,
+        "d": 360,
+    }
+
+
+async def test_a_user_removed_by_a_ramp_down_is_cut_after_its_grace(http_server):
+    from redline.load._plan import RampingVUs, Request, Stage
+
+    # Two users, then one: the second is in a 2 s request when it is retired, with 0.3 s grace.
+    executor = RampingVUs(2, (Stage(0.2, 2), Stage(0.01, 1), Stage(2.5, 1)), 0.3)
+
+    result = await run(
+        plan_of(executor, (Request(url="/delay/2000", name="slow"),)), http_server.url
+    )
+
+    # The user kept to the end finishes its first request at 2 s (its second is cut at the
+    # end); the retired one was cut 0.3 s after retirement, long before its 2 s were up.
+    assert result.summary["endpoints"]["slow"]["requests"]["total"] == 1
+    assert len(http_server.seen) == 3

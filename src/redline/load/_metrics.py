@@ -161,6 +161,8 @@ class Recorder:
         self._intervals: dict[int, _Interval] = {}
         self._vus: dict[int, float] = {}
         self._rate: dict[int, float] = {}
+        # Open-model arrivals per scenario: [scheduled, dropped, late, worst lateness ns].
+        self._scenarios: dict[str, list[int]] = {}
         self._open_interval(0)
 
     # -- recording (hot path) ------------------------------------------------------------
@@ -198,18 +200,31 @@ class Recorder:
             stats.checks_failed += 1
             stats.errors[reason] += 1
 
-    def record_dropped(self, name: str, count: int = 1, now_ns: int | None = None) -> None:
-        """``count`` open-model arrivals of ``name`` that were never sent."""
-        self._interval_at(now_ns).dropped += count
-        for stats in (self._total, self._endpoint(name)):
-            stats.dropped += count
+    def record_scheduled(self, scenario: str, count: int = 1) -> None:
+        """``count`` open-model arrivals of ``scenario`` came due (sent, late or dropped)."""
+        self._scenario(scenario)[0] += count
 
-    def record_late(self, name: str, lag_ns: int, now_ns: int | None = None) -> None:
-        """An open-model arrival of ``name`` sent ``lag_ns`` after its intended time."""
+    def record_dropped(self, scenario: str, count: int = 1, now_ns: int | None = None) -> None:
+        """``count`` open-model arrivals of ``scenario`` that were never sent."""
+        self._interval_at(now_ns).dropped += count
+        self._total.dropped += count
+        self._scenario(scenario)[1] += count
+
+    def record_late(self, scenario: str, lag_ns: int, now_ns: int | None = None) -> None:
+        """An open-model arrival of ``scenario`` sent ``lag_ns`` after its intended time."""
         self._interval_at(now_ns).late += 1
-        for stats in (self._total, self._endpoint(name)):
-            stats.late += 1
-            stats.max_lag_ns = max(stats.max_lag_ns, lag_ns)
+        total = self._total
+        total.late += 1
+        total.max_lag_ns = max(total.max_lag_ns, lag_ns)
+        counts = self._scenario(scenario)
+        counts[2] += 1
+        counts[3] = max(counts[3], lag_ns)
+
+    def _scenario(self, name: str) -> list[int]:
+        counts = self._scenarios.get(name)
+        if counts is None:
+            counts = self._scenarios[name] = [0, 0, 0, 0]
+        return counts
 
     def record_vus(self, t_ns: int, vus: float) -> None:
         """The number of active VUs at ``t_ns``; the last value of each second is kept."""
@@ -305,6 +320,7 @@ class Recorder:
                 "intervals": intervals,
                 "vus": self._filled(self._vus) if timeline else {},
                 "rate": self._filled(self._rate) if timeline else {},
+                "scenarios": self._scenarios,
             }
         )
 
@@ -351,6 +367,12 @@ class Recorder:
         self._total.merge(data["total"])
         for name, stats in data["endpoints"].items():
             self._endpoint(name).merge(stats)
+        for name, (scheduled, dropped, late, worst) in data.get("scenarios", {}).items():
+            counts = self._scenario(name)
+            counts[0] += scheduled
+            counts[1] += dropped
+            counts[2] += late
+            counts[3] = max(counts[3], worst)
         for second, (requests, failed, dropped, late, hist_blob) in data["intervals"].items():
             self._merge_interval(second + shift, requests, failed, dropped, late, hist_blob)
         for mine, theirs in ((self._vus, data["vus"]), (self._rate, data["rate"])):
@@ -368,9 +390,22 @@ class Recorder:
         seconds = max(end - self.start_ns, 0) / 1e9
         out = self._total.summary(seconds, extra)
         out["duration_s"] = seconds
-        out["endpoints"] = {
-            name: stats.summary(seconds, extra) for name, stats in sorted(self._stats.items())
-        }
+        out["endpoints"] = {}
+        for name, stats in sorted(self._stats.items()):
+            endpoint = out["endpoints"][name] = stats.summary(seconds, extra)
+            for key in ("dropped", "late", "max_late_ms"):  # counted per scenario, not here
+                del endpoint["requests"][key]
+        if self._scenarios:
+            out["requests"]["scheduled"] = sum(c[0] for c in self._scenarios.values())
+            out["scenarios"] = {
+                name: {
+                    "scheduled": scheduled,
+                    "dropped": dropped,
+                    "late": late,
+                    "max_late_ms": worst / 1e6,
+                }
+                for name, (scheduled, dropped, late, worst) in sorted(self._scenarios.items())
+            }
         out["timeseries"] = self._timeseries(seconds)
         return out
 

@@ -29,8 +29,10 @@ FlowFunction = Callable[[VU], Awaitable[Any]]
 Tick = Callable[["Progress"], None]
 _CONTROL_TICK = 0.1  # seconds between closed-model adjustments of the number of users
 _RETRY_S = 0.001  # how long an open-model dispatcher woken too early waits before looking again
-_LATE_NS = 1_000_000  # an arrival sent later than this counts in requests.late,
-_WATCH_LATE_NS = int(LAG_LIMIT_MS * 1_000_000)  # and later than this, in the generator's too
+# An arrival sent later than this counts in requests.late: above the loops' millisecond
+# timer resolution, below the generator's own saturation limit.
+_LATE_NS = 5_000_000
+_WATCH_LATE_NS = int(LAG_LIMIT_MS * 1_000_000)  # later than this, in the generator's too
 
 
 @dataclass
@@ -84,6 +86,12 @@ class _Run:
         for until in self.untils:
             until.stop = True
 
+    def record_gauges(self, now_ns: int) -> None:
+        """Users and arrival rate of all scenarios together, for the per-second series."""
+        self.recorder.record_vus(now_ns, sum(self.vus.values()))
+        if self.rates:
+            self.recorder.record_rate(now_ns, sum(self.rates.values()))
+
     def share(self, count: int) -> int:
         """This worker's share of ``count`` users: the shares of all workers add up."""
         n, i = self.shards, self.shard
@@ -109,6 +117,8 @@ async def run(
     every n-th arrival of the open model and a 1/n share of the closed model's users.
     """
     base = Target.parse(target)
+    for threshold in plan.thresholds:
+        parse(threshold)  # a bad one fails here, before any load is sent
     recorder = recorder if recorder is not None else Recorder()
     scraper = Scraper(metrics_url, start_ns=recorder.start_ns) if metrics_url else None
     watch = SelfWatch()
@@ -351,7 +361,10 @@ async def _closed(scenario: Scenario, users: _Users, state: _Run) -> None:
     start = loop.time()
     until = Until(start + executor.total_duration)
     state.untils.append(until)
+    grace = getattr(executor, "graceful_ramp_down", state.timeout)
     active: list[tuple[VU, asyncio.Future[None]]] = []
+    # Users removed by a ramp down: they finish their iteration within ``grace``, or are cut.
+    leaving: list[tuple[VU, asyncio.Future[None], float]] = []
     numbers = itertools.count()
     stopped = state.stopped
 
@@ -361,20 +374,35 @@ async def _closed(scenario: Scenario, users: _Users, state: _Run) -> None:
             vu = VU(next(numbers), state.target, state.recorder, state.timeout)
             active.append((vu, users.loop(vu, until)))
         while len(active) > wanted:
-            users.retire(active.pop()[0])  # finishes its iteration, then leaves
+            vu, future = active.pop()
+            users.retire(vu)  # finishes its iteration, then leaves
+            leaving.append((vu, future, now))
+        still = []
+        for vu, future, since in leaving:
+            if future.done():
+                continue
+            if now - since >= grace:
+                users.cancel(vu)
+                future.cancel()
+            else:
+                still.append((vu, future, since))
+        leaving = still
         state.vus[scenario.name] = len(active)
-        state.recorder.record_vus(time.perf_counter_ns(), len(active))
+        state.record_gauges(time.perf_counter_ns())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(
                 stopped.wait(), min(_CONTROL_TICK, max(0.0, until.deadline - now))
             )
     until.stop = True
     state.vus[scenario.name] = 0
-    grace = 0.0 if stopped.is_set() else getattr(executor, "graceful_ramp_down", state.timeout)
-    pending = [future for _, future in active if not future.done()]
+    state.record_gauges(time.perf_counter_ns())
+    if stopped.is_set():
+        grace = 0.0
+    remaining = [*active, *((vu, future) for vu, future, _ in leaving)]
+    pending = [future for _, future in remaining if not future.done()]
     if pending:
         await asyncio.wait(pending, timeout=grace)
-    for vu, future in active:
+    for vu, future in remaining:
         if not future.done():
             users.cancel(vu)
             future.cancel()
@@ -442,10 +470,9 @@ async def _open(scenario: Scenario, users: _Users, state: _Run) -> None:
                     return
                 if offset >= next_second:
                     # The target rate, once a second, for the report's arrival-rate series.
-                    rate = executor.rate_at(offset)
-                    state.rates[name] = rate
-                    recorder.record_rate(now, rate)
+                    state.rates[name] = executor.rate_at(offset)
                     state.vus[name] = len(busy)
+                    state.record_gauges(now)
                     next_second = int(offset) + 1
                 lag = now - intended
                 arrivals += 1
@@ -473,6 +500,7 @@ async def _open(scenario: Scenario, users: _Users, state: _Run) -> None:
         finally:
             if arrivals:
                 watch.schedule_lags(arrivals, late, worst)
+                recorder.record_scheduled(name, arrivals)
         scheduled.set_result(None)
 
     abort = loop.create_task(stopped.wait())
@@ -480,6 +508,8 @@ async def _open(scenario: Scenario, users: _Users, state: _Run) -> None:
         dispatch()
         await asyncio.wait((scheduled, abort), return_when=asyncio.FIRST_COMPLETED)
         state.rates[name] = 0.0
+        state.vus[name] = 0
+        state.record_gauges(time.perf_counter_ns())
         if scheduled.done():
             scheduled.result()
         if busy and not stopped.is_set():

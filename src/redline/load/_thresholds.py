@@ -38,9 +38,9 @@ itself ends so (a recording rule ``job:mem:max``), write the aggregation after i
 ``job:mem:max: last < 5e8``.
 
 The tag ``name:`` selects one request name (``latency{name:list-calls}: p(95) < 200`` reads
-``endpoints["list-calls"]``); it is the only tag built-in metrics know, but for ``scenario:``
-on ``dropped`` and ``late`` (``dropped{scenario:checkout}: count == 0`` reads
-``scenarios["checkout"]``).
+``endpoints["list-calls"]``); it is the only tag built-in metrics know, but for ``dropped``
+and ``late``, which are counted per scenario and take ``scenario:`` instead
+(``dropped{scenario:checkout}: count == 0`` reads ``scenarios["checkout"]``).
 
 Abort on fail: end the threshold with ``!`` (``errors: rate < 0.05 !``), or use the dict form
 ``{"threshold": "errors: rate < 0.05", "abort_on_fail": true, "delay_abort_eval": "1m30s"}``
@@ -77,7 +77,7 @@ _AGGREGATIONS: dict[str, tuple[set[str], str | None]] = {
     "late": ({"rate", "count"}, "count"),
 }
 _BUILTIN = set(_AGGREGATIONS)
-_TAGS = {"dropped": ("name", "scenario"), "late": ("name", "scenario")}
+_TAGS = {"dropped": ("scenario",), "late": ("scenario",)}
 _SERVER_AGGREGATIONS = ({"p", "avg", "min", "max", "med", "count", "last", "rate"}, "last")
 # The aggregations a series name written without spaces may end with (``mem_bytes:max``).
 _AGGREGATION_WORDS = _SERVER_AGGREGATIONS[0] - {"p"}
@@ -344,11 +344,6 @@ class _Parser:
                 raise self.fail(f"tag {key.group()!r} has no value")
             tags.append((key.group(), text.strip()))
             if self.take("}"):
-                if {"name", "scenario"} <= {tag for tag, _ in tags}:
-                    raise self.fail(
-                        "name: and scenario: cannot be combined; "
-                        "dropped and late arrivals are counted per scenario or per name"
-                    )
                 return tuple(tags)
             if not self.take(","):
                 raise self.fail("expected ',' or '}' in the tag list")
