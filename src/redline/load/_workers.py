@@ -365,6 +365,8 @@ async def _follow(
 def _generator(parts: list[dict[str, Any]], requests: int) -> dict[str, Any]:
     """The workers' self-watch verdicts as one: CPU adds up, the worst lag counts."""
     cpu = sum(part["cpu_seconds"] for part in parts)
+    arrivals = sum(part.get("arrivals", 0) for part in parts)
+    late = sum(part.get("late_arrivals", 0) for part in parts)
     reasons = [
         f"worker {index}: {reason}"
         for index, part in enumerate(parts)
@@ -378,6 +380,9 @@ def _generator(parts: list[dict[str, Any]], requests: int) -> dict[str, Any]:
         "workers": len(parts),
         "loop_lag_p99_ms": max(part["loop_lag_p99_ms"] for part in parts),
         "max_schedule_lag_ms": max(part["max_schedule_lag_ms"] for part in parts),
+        "arrivals": arrivals,
+        "late_arrivals": late,
+        "late_arrival_share": round(late / arrivals, 6) if arrivals else 0.0,
         "saturated": any(part["saturated"] for part in parts),
         "reasons": reasons,
     }
