@@ -1,0 +1,342 @@
+"""Several worker processes, one merged view: exact merges, dead workers folded once."""
+
+import math
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+
+import monitor_worker
+import msgpack
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from redline import monitor
+from redline.monitor._multiprocess import ARCHIVE
+
+
+def parse(body: bytes) -> dict[tuple[str, frozenset], float]:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+    }
+
+
+def value(samples, name, **labels):
+    return samples[(name, frozenset((k, str(v)) for k, v in labels.items()))]
+
+
+def snapshot_files(directory):
+    return sorted(p.name for p in directory.iterdir() if not p.name.startswith("."))
+
+
+def run_dead_worker(directory, code: str) -> int:
+    """Runs ``code`` in a new Python process sharing ``directory``, then returns its pid
+    (dead by then). ``code`` sees ``monitor`` and ``shared`` (started)."""
+    script = (
+        textwrap.dedent(
+            f"""
+        import os
+        from redline import monitor
+        shared = monitor.SnapshotDirectory({str(directory)!r}, interval=60, expire_after=600)
+        shared.start()
+        """
+        )
+        + textwrap.dedent(code)
+        + "\nprint(os.getpid())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    return int(done.stdout.split()[-1])
+
+
+def test_four_worker_processes_merge_exactly_and_a_dead_one_is_folded_once(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    pipes, processes = [], []
+    for index in range(4):
+        ours, theirs = context.Pipe()
+        process = context.Process(
+            target=monitor_worker.run, args=(str(tmp_path), index, theirs), daemon=True
+        )
+        process.start()
+        pipes.append(ours)
+        processes.append(process)
+    try:
+        pids = []
+        for pipe in pipes:
+            assert pipe.poll(120), "a worker did not start"
+            pids.append(pipe.recv()[1])
+        # The 'last' gauge changes in the order 0, 1, 3, 2: worker 2's value is the latest.
+        for index in (0, 1, 3, 2):
+            pipes[index].send("set")
+            assert pipes[index].recv() == "done"
+        # Other workers' snapshots are up to one interval (0.2 s here) old.
+        time.sleep(0.5)
+        # Worker 0 records one more job and exits at once: only its at-exit write has it.
+        pipes[0].send("exit")
+        processes[0].join(30)
+        assert processes[0].exitcode == 0
+        assert any(f"worker-{pids[0]}-" in name for name in snapshot_files(tmp_path))
+
+        pipes[1].send("render")
+        first = parse(pipes[1].recv())
+
+        # Counters: every worker's jobs, the dead one's included, each once.
+        for kind in ("email", "report"):
+            expected = sum(monitor_worker.jobs(i)[kind] for i in range(4))
+            assert value(first, "jobs_total", kind=kind) == expected
+        assert value(first, "jobs_total", kind="shutdown") == 1
+
+        # Histograms: counts, buckets exact; quantiles within 1 % of the exact ones.
+        everything = [monitor_worker.samples(i) for i in range(4)]
+        for r, route in enumerate(monitor_worker.ROUTES):
+            values = sorted(v for batch in everything for v in batch[r::2])
+            n = len(values)
+            assert value(first, "request_duration_seconds_count", route=route) == n
+            assert value(first, "request_duration_seconds_sum", route=route) == pytest.approx(
+                math.fsum(values), rel=1e-12
+            )
+            for bound in monitor.DEFAULT_BUCKETS:
+                le = "+Inf" if bound == math.inf else repr(bound)
+                got = value(first, "request_duration_seconds_bucket", route=route, le=le)
+                assert got == sum(1 for v in values if v <= bound), le
+            for q in (0.5, 0.9, 0.99):
+                exact = values[math.ceil(q * n) - 1]
+                merged = value(first, "request_duration_seconds_quantiles", route=route, quantile=q)
+                assert abs(merged - exact) / exact < 0.01, (q, merged, exact)
+
+        # Gauges, per rule, from the live workers 1..3 only (the dead one's are dropped).
+        assert value(first, "inflight") == 2 + 3 + 4
+        assert value(first, "loop_lag_seconds") == pytest.approx(0.4)
+        assert value(first, "free_slots") == 10 - 3
+        assert value(first, "config_version") == 2
+        by_pid = {
+            dict(labels)["pid"]: v for (name, labels), v in first.items() if name == "worker_index"
+        }
+        assert by_pid == {str(pids[i]): i for i in (1, 2, 3)}
+
+        # The dead worker's file is gone; the directory holds the live ones and the archive.
+        names = snapshot_files(tmp_path)
+        assert ARCHIVE in names
+        assert not any(f"worker-{pids[0]}-" in name for name in names)
+        assert len(names) == 3 + 1
+
+        # Another worker's view, later: the folded counts are there once, not twice.
+        time.sleep(0.5)
+        pipes[2].send("render")
+        second = parse(pipes[2].recv())
+        for key in ("email", "report", "shutdown"):
+            assert value(second, "jobs_total", kind=key) == value(first, "jobs_total", kind=key)
+        for route in monitor_worker.ROUTES:
+            count = ("request_duration_seconds_count", frozenset({("route", route)}))
+            assert second[count] == first[count]
+    finally:
+        for pipe, process in zip(pipes, processes, strict=True):
+            if process.is_alive():
+                pipe.send("exit")
+                process.join(30)
+
+
+def test_dead_workers_counts_are_folded_once_and_the_directory_stays_small(tmp_path):
+    registry = monitor.Registry()
+    counter = monitor.Counter("jobs", "Jobs.", registry=registry)
+    hist = monitor.Histogram("job_seconds", "Jobs.", registry=registry)
+    counter.inc(2)
+    hist.observe(0.5)
+    shared = monitor.SnapshotDirectory(tmp_path, registry=registry, expire_after=600)
+
+    for run in range(1, 4):
+        run_dead_worker(
+            tmp_path,
+            """
+            jobs = monitor.Counter("jobs", "Jobs.")
+            hist = monitor.Histogram("job_seconds", "Jobs.")
+            jobs.inc(5)
+            for _ in range(10):
+                hist.observe(0.25)
+            """,
+        )
+        view = {family.name: family for family in shared.collect()}
+        assert view["jobs_total"].samples[()] == 2 + 5 * run
+        assert view["job_seconds"].samples[()].count == 1 + 10 * run
+        assert view["job_seconds"].samples[()].bucket_counts[8] == 10 * run  # le=0.25
+        # This process's file and the archive: never more, however many workers died.
+        assert snapshot_files(tmp_path) == sorted([ARCHIVE, shared.file.name])
+
+    again = {family.name: family for family in shared.collect()}
+    assert again["jobs_total"].samples[()] == 2 + 5 * 3
+
+
+def test_a_dead_workers_gauges_are_dropped(tmp_path):
+    registry = monitor.Registry()
+    monitor.Gauge("inflight", "In flight.", registry=registry).set(1)
+    shared = monitor.SnapshotDirectory(tmp_path, registry=registry)
+
+    run_dead_worker(tmp_path, 'monitor.Gauge("inflight", "In flight.").set(5)')
+
+    view = {family.name: family for family in shared.collect()}
+    assert view["inflight"].samples[()] == 1
+
+
+def test_an_interrupted_fold_does_not_count_the_worker_twice(tmp_path):
+    registry = monitor.Registry()
+    shared = monitor.SnapshotDirectory(tmp_path, registry=registry)
+    run_dead_worker(tmp_path, 'monitor.Counter("jobs", "Jobs.").inc(3)')
+    (dead,) = tmp_path.glob("worker-*.msgpack")
+    kept = tmp_path / "kept"
+    shutil.copy(dead, kept)
+
+    first = {family.name: family for family in shared.collect()}
+    # As if the folding process had died after writing the archive, before deleting.
+    shutil.copy(kept, dead)
+    kept.unlink()
+    second = {family.name: family for family in shared.collect()}
+
+    assert first["jobs_total"].samples[()] == second["jobs_total"].samples[()] == 3
+    assert not dead.exists()
+
+
+def test_a_stalled_worker_folded_while_alive_counts_later_samples_once(tmp_path):
+    stalled_registry, reader_registry = monitor.Registry(), monitor.Registry()
+    jobs = monitor.Counter("jobs", "Jobs.", registry=stalled_registry)
+    hist = monitor.Histogram("job_seconds", "Jobs.", registry=stalled_registry)
+    stalled = monitor.SnapshotDirectory(
+        tmp_path, registry=stalled_registry, interval=0.05, expire_after=0.2
+    )
+    reader = monitor.SnapshotDirectory(
+        tmp_path, registry=reader_registry, interval=0.05, expire_after=0.2
+    )
+    jobs.inc(3)
+    hist.observe(0.1)
+    stalled.write()
+    old_file = stalled.file
+    time.sleep(0.3)
+
+    folded = {family.name: family for family in reader.collect()}
+    assert not old_file.exists()
+    assert folded["jobs_total"].samples[()] == 3
+
+    jobs.inc(2)
+    hist.observe(0.2)
+    stalled.write()
+    resumed = {family.name: family for family in reader.collect()}
+
+    assert stalled.file != old_file
+    assert resumed["jobs_total"].samples[()] == 5
+    value = resumed["job_seconds"].samples[()]
+    assert (value.count, value.sum) == (2, pytest.approx(0.3))
+    assert value.quantile(1.0) == pytest.approx(0.2, rel=0.01)
+
+
+def test_a_snapshot_from_a_reused_pid_counts_as_dead(tmp_path):
+    if not os.path.exists("/proc/self/stat"):
+        pytest.skip("process start times come from /proc")
+    impostor_registry = monitor.Registry()
+    monitor.Counter("jobs", "Jobs.", registry=impostor_registry).inc(4)
+    impostor = monitor.SnapshotDirectory(tmp_path, registry=impostor_registry)
+    # Our own pid, but a process start time that is not ours: an earlier owner of the pid.
+    impostor._process_start = 1
+    impostor.write()
+    reader = monitor.SnapshotDirectory(tmp_path, registry=monitor.Registry())
+
+    view = {family.name: family for family in reader.collect()}
+
+    assert view["jobs_total"].samples[()] == 4
+    assert not impostor.file.exists()
+    assert (tmp_path / ARCHIVE).exists()
+
+
+def test_the_periodic_writer_folds_dead_workers_without_a_scrape(tmp_path):
+    registry = monitor.Registry()
+    with monitor.SnapshotDirectory(tmp_path, registry=registry, interval=0.05) as shared:
+        run_dead_worker(tmp_path, 'monitor.Counter("jobs", "Jobs.").inc(1)')
+        deadline = time.monotonic() + 10
+        while ARCHIVE not in snapshot_files(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert snapshot_files(tmp_path) == sorted([ARCHIVE, shared.file.name])
+
+
+def test_a_forked_worker_starts_from_zero(tmp_path):
+    registry = monitor.Registry()
+    jobs = monitor.Counter("jobs", "Jobs.", registry=registry)
+    jobs.inc(5)
+    shared = monitor.SnapshotDirectory(tmp_path, registry=registry, interval=10).start()
+    try:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                jobs.inc(1)
+                shared.write()
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        view = {family.name: family for family in shared.collect()}
+    finally:
+        shared.close()
+    assert view["jobs_total"].samples[()] == 5 + 1
+
+
+def test_an_unreadable_snapshot_is_skipped_and_deleted_once_stale(tmp_path, caplog):
+    shared = monitor.SnapshotDirectory(tmp_path, registry=monitor.Registry(), expire_after=60)
+    junk = tmp_path / "worker-1-junk.msgpack"
+    junk.write_bytes(b"not msgpack at all")
+
+    shared.collect()
+    assert junk.exists()
+    assert "unreadable" in caplog.text
+
+    old = time.time() - 120
+    os.utime(junk, (old, old))
+    shared.collect()
+    assert not junk.exists()
+
+
+def test_the_directory_comes_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv(monitor.ENV_DIRECTORY, raising=False)
+    with pytest.raises(monitor.SnapshotError, match="REDLINE_MONITOR_DIR"):
+        monitor.SnapshotDirectory(registry=monitor.Registry())
+
+    monkeypatch.setenv(monitor.ENV_DIRECTORY, str(tmp_path / "shared"))
+    shared = monitor.SnapshotDirectory(registry=monitor.Registry())
+    shared.write()
+    assert shared.file.parent == tmp_path / "shared"
+    assert shared.file.exists()
+
+
+def test_expiry_must_leave_room_for_several_writes(tmp_path):
+    with pytest.raises(monitor.SnapshotError, match="expire_after"):
+        monitor.SnapshotDirectory(tmp_path, interval=1.0, expire_after=1.5)
+
+
+def test_the_snapshot_file_is_msgpack_with_a_header(tmp_path):
+    registry = monitor.Registry()
+    monitor.Counter("jobs", "Jobs.", registry=registry).inc()
+    shared = monitor.SnapshotDirectory(tmp_path, registry=registry)
+    shared.write()
+
+    with open(shared.file, "rb") as file:
+        unpacker = msgpack.Unpacker(file, raw=False)
+        header, body = unpacker.unpack(), unpacker.unpack()
+
+    assert header["pid"] == os.getpid()
+    assert time.time() - header["written"] < 10
+    assert body[0][0] == "jobs_total"
+
+
+def test_temporary_files_of_writers_that_died_are_removed_once_stale(tmp_path):
+    shared = monitor.SnapshotDirectory(tmp_path, registry=monitor.Registry(), expire_after=60)
+    stale, fresh = tmp_path / ".tmp-1-dead-worker.msgpack", tmp_path / ".tmp-2-busy.msgpack"
+    stale.write_bytes(b"half written")
+    fresh.write_bytes(b"being written")
+    old = time.time() - 120
+    os.utime(stale, (old, old))
+
+    assert shared.fold() == 0
+
+    assert not stale.exists()
+    assert fresh.exists()
