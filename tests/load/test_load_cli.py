@@ -84,7 +84,7 @@ async def test_abort_on_fail_ends_the_run_early_and_exits_99(http_server, tmp_pa
     plan = tmp_path / "plan.yaml"
     plan.write_text(
         "scenarios:\n  s:\n    executor: constant-vus\n    vus: 1\n    duration: 30s\n"
-        "    flow:\n      - get: /status/500\n"
+        "    flow:\n      - get: /status/500\n      - think: 0.01\n"
         'thresholds:\n  - "errors: rate < 0.05 !"\n'
     )
 
