@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
@@ -322,6 +324,28 @@ def test_html_is_the_same_for_the_same_summary(tmp_path: Path) -> None:
     summary = run_summary(server=SERVER)
 
     assert html_of(summary, tmp_path) == html_of(summary, tmp_path)
+
+
+def test_html_is_written_without_importing_plotlys_python_api(tmp_path: Path) -> None:
+    # A fresh interpreter: this module imports plotly itself. The load benchmark counts the
+    # tool's CPU, and plotly.graph_objects alone costs a large share of it.
+    script = (
+        "import sys, json; from pathlib import Path; "
+        "from redline.load._report import write_html; "
+        "write_html(json.loads(sys.argv[1]), Path(sys.argv[2])); "
+        "print(sorted(name for name in sys.modules if name.split('.')[0] == 'plotly'))"
+    )
+    summary = run_summary(server=SERVER)
+    path = tmp_path / "report.html"
+    done = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(summary), str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+    assert done.stdout.strip() == "[]"
+    assert path.read_text(encoding="utf-8") == html_of(summary, tmp_path)
 
 
 def test_html_warns_of_a_saturated_generator_with_its_reasons(tmp_path: Path) -> None:
