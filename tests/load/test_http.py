@@ -333,3 +333,11 @@ async def test_https_with_a_self_signed_certificate(https_server: HTTPTestServer
     conn.close()
     with pytest.raises(ConnectError, match="certificate"):
         await Connection.open(Target.parse(https_server.url), 2.0)
+
+
+def test_a_full_url_is_not_a_request_path():
+    target = Target.parse("http://127.0.0.1:8080/api")
+
+    assert target.path("calls/7") == "/api/calls/7"
+    with pytest.raises(ValueError, match="full URL"):
+        target.path("http://other.example/x")

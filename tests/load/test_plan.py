@@ -955,7 +955,7 @@ def test_yaml_thresholds_take_the_dict_form_with_abort_on_fail(tmp_path):
         "    flow:\n      - get: /\n"
         "thresholds:\n"
         '  - "latency: p(95) < 200"\n'
-        "  - threshold: \"errors: rate < 0.01\"\n"
+        '  - threshold: "errors: rate < 0.01"\n'
         "    abort_on_fail: true\n"
         "    delay_abort_eval: 1m30s\n"
     )

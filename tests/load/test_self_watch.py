@@ -117,3 +117,17 @@ async def test_cpu_per_request_is_the_process_cpu_divided_by_requests():
     assert 0.2 <= summary["cpu_seconds"] < 0.6
     assert abs(summary["cpu_us_per_request"] - summary["cpu_seconds"] * 1000) < 1
     assert 0 < summary["core_busy"] <= 1.0
+
+
+async def test_one_hiccup_of_a_busy_machine_is_not_saturation():
+    watch = SelfWatch(interval=0.01)
+    watch.start()
+    await asyncio.sleep(0.05)
+    time.sleep(0.05)  # one stall only
+    await asyncio.sleep(0.1)
+    await watch.stop()
+
+    summary = watch.summary(requests=100)
+
+    assert summary["loop_lag_p99_ms"] > 30
+    assert not any("event loop" in reason for reason in summary["reasons"])

@@ -163,8 +163,9 @@ async def test_a_real_spike_run_reports_the_time_the_backlog_took_to_drain(http_
     result = await run(plan, http_server.url, recorder=recorder)
 
     verdict = verdicts(plan, recorder, result.summary)["spike"]
-    assert 10 <= verdict["baseline_p95_ms"] < 16, verdict
-    assert verdict["peak_p95_ms"] > 250, verdict
+    # 10 ms a request; a busy machine adds some, the spike's backlog far more.
+    assert 10 <= verdict["baseline_p95_ms"] < 60, verdict
+    assert verdict["peak_p95_ms"] > 250 > 4 * verdict["baseline_p95_ms"], verdict
     assert verdict["recovered"] is True, verdict
     # The spike ends at 2.5 s; second 3 still drains the backlog, second 4 is clean.
     assert verdict["recovery_s"] in (1.5, 2.5), verdict

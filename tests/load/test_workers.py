@@ -100,3 +100,17 @@ def test_preset_options_and_duration_reach_the_preset(tmp_path):
     assert parse_preset("spike:factor=2.5, hold=1s") == ("spike", {"factor": 2.5, "hold": "1s"})
     with pytest.raises(ValueError, match="key=value"):
         parse_preset("spike:factor")
+
+
+async def test_the_arrival_rate_series_is_the_plans_rate_with_any_number_of_workers(
+    http_server, tmp_path
+):
+    executor = (
+        "    executor: constant-arrival-rate\n    rate: 100\n    duration: 1.5s\n"
+        "    pre_allocated_vus: 4\n"
+    )
+    plan = write_plan(tmp_path, http_server.url, executor)
+
+    result = await run_workers(PlanSpec(plan), http_server.url, 2)
+
+    assert result.summary["timeseries"][0]["rate"] == 100

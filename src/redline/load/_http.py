@@ -162,6 +162,11 @@ class Target:
     def path(self, path: str) -> str:
         """The request target for ``path`` under the base path: ``/api`` + ``/calls``."""
         if not path.startswith("/"):
+            if "://" in path.partition("?")[0]:
+                raise ValueError(
+                    f"{path!r} is a full URL; requests go to the target {self.url}, "
+                    "so give a path such as /api/calls"
+                )
             path = "/" + path
         return self.base_path + path
 

@@ -470,7 +470,8 @@ async def _open(scenario: Scenario, users: _Users, state: _Run) -> None:
                     return
                 if offset >= next_second:
                     # The target rate, once a second, for the report's arrival-rate series.
-                    state.rates[name] = executor.rate_at(offset)
+                    # This worker sends every n-th arrival: its share of the rate.
+                    state.rates[name] = executor.rate_at(offset) / state.shards
                     state.vus[name] = len(busy)
                     state.record_gauges(now)
                     next_second = int(offset) + 1
