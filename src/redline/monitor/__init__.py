@@ -43,8 +43,21 @@ from redline.monitor._histogram import (
     HistogramChild,
     exponential_buckets,
 )
+from redline.monitor._leak import (
+    VERDICTS,
+    AllocationGrowth,
+    LeakReport,
+    LeakWatch,
+    MemorySample,
+    snapshot_diff,
+    start_tracing,
+    stop_tracing,
+)
+from redline.monitor._loop import LoopLagMiddleware, LoopLagMonitor
 from redline.monitor._metric import Metric
+from redline.monitor._middleware import MetricsMiddleware
 from redline.monitor._multiprocess import ENV_DIRECTORY, SnapshotDirectory
+from redline.monitor._process import ProcessMetrics, install_process_metrics
 from redline.monitor._registry import REGISTRY, Collector, Registry
 from redline.monitor._snapshot import (
     GAUGE_MODES,
@@ -53,8 +66,24 @@ from redline.monitor._snapshot import (
     MetricFamily,
     merge_families,
 )
+from redline.monitor._sqlalchemy import (
+    EngineMonitor,
+    SlowQuery,
+    instrument_engine,
+    normalise_statement,
+    slow_queries,
+)
 from redline.monitor._stopwatch import TimerToken, end, start
 from redline.monitor._timer import Timer
+from redline.monitor._vitals import (
+    VITALS_THRESHOLDS,
+    Beacon,
+    BeaconError,
+    VitalsApp,
+    VitalSummary,
+    normalise_page,
+    vital_rating,
+)
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
@@ -90,4 +119,29 @@ __all__ = [
     "merge_families",
     "metrics_app",
     "start",
+    "VITALS_THRESHOLDS",
+    "Beacon",
+    "BeaconError",
+    "VitalSummary",
+    "VitalsApp",
+    "normalise_page",
+    "vital_rating",
+    "VERDICTS",
+    "AllocationGrowth",
+    "LeakReport",
+    "LeakWatch",
+    "LoopLagMiddleware",
+    "LoopLagMonitor",
+    "MemorySample",
+    "ProcessMetrics",
+    "install_process_metrics",
+    "snapshot_diff",
+    "start_tracing",
+    "stop_tracing",
+    "MetricsMiddleware",
+    "EngineMonitor",
+    "SlowQuery",
+    "instrument_engine",
+    "normalise_statement",
+    "slow_queries",
 ]
