@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -50,3 +50,72 @@ def demo(
     from redline._cache_tour import run
 
     raise typer.Exit(run(redis_url))
+
+
+_DASHBOARD_HELP = (
+    "Serve the live dashboard of an app's workers, read from their snapshot directory, "
+    "at http://HOST:PORT/.\n\n"
+    "Each worker of the app runs monitor.SnapshotDirectory().start() on the same directory "
+    "(--dir or $REDLINE_MONITOR_DIR), so this process sees what all of them recorded, merged: "
+    "requests, latency by route, errors, cache, database, memory, event-loop lag and Web "
+    "Vitals. It only reads: it records nothing, and its own empty snapshot file is removed "
+    "when it stops.\n\n"
+    "The slow-query log lives in each app process and is not in the snapshot files; to see "
+    'it, mount the dashboard in the app instead: app.mount("/_redline", '
+    "monitor.DashboardApp()). Scraping a /metrics URL is not offered: the Prometheus text "
+    "has no HDR counts, so window percentiles would be interpolated from buckets."
+)
+
+
+@app.command(help=_DASHBOARD_HELP)
+def dashboard(
+    directory: Annotated[
+        str | None,
+        typer.Option(
+            "--dir",
+            envvar="REDLINE_MONITOR_DIR",
+            help="The snapshot directory the app's workers write to (their SnapshotDirectory).",
+        ),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8050,
+    interval: Annotated[float, typer.Option(help="Seconds between two snapshots.")] = 1.0,
+    window: Annotated[
+        float, typer.Option(help="Seconds that rates and percentiles are computed over.")
+    ] = 10.0,
+    title: Annotated[str, typer.Option(help="The page's heading.")] = "redline",
+) -> None:
+    """Serve the live dashboard of an app's workers, read from their snapshot directory."""
+    try:
+        import uvicorn
+
+        from redline.monitor import DashboardApp, Registry, SnapshotDirectory, SnapshotError
+    except ImportError as error:
+        typer.echo(f"redline dashboard needs the web extra ({error}): pip install 'redline[web]'")
+        raise typer.Exit(2) from None
+    try:
+        # An empty registry: this process only reads; each reading writes its (empty) file.
+        shared = SnapshotDirectory(directory, registry=Registry())
+        board = DashboardApp(shared, interval=interval, window=window, title=title)
+    except (SnapshotError, ValueError) as error:
+        typer.echo(f"redline dashboard: {error}", err=True)
+        raise typer.Exit(2) from None
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            # uvicorn waits for open responses before it shuts down: end the streams first.
+            board.close()
+            await super().shutdown(sockets)
+
+    if not any(shared.path.glob("*.msgpack")):
+        typer.echo(
+            f"no worker snapshot in {shared.path} yet: the panels fill in once the app's "
+            "workers run SnapshotDirectory().start() on it"
+        )
+    typer.echo(f"redline dashboard of {shared.path} on http://{host}:{port}/")
+    try:
+        Server(uvicorn.Config(board, host=host, port=port, log_level="warning")).run()
+    except KeyboardInterrupt:
+        pass  # uvicorn raises Ctrl+C again once it has shut down, as its own CLI ignores
+    finally:
+        shared.file.unlink(missing_ok=True)

@@ -34,6 +34,7 @@ With several workers, in each of them::
 
 from redline.monitor._asgi import MetricsApp, metrics_app
 from redline.monitor._counter import Counter, CounterChild
+from redline.monitor._dashboard import DashboardApp
 from redline.monitor._exceptions import MetricError, RedlineMonitorError, SnapshotError, TimerError
 from redline.monitor._exposition import CONTENT_TYPE_LATEST, format_families, generate_latest
 from redline.monitor._gauge import Gauge, GaugeChild, InProgress
@@ -144,4 +145,5 @@ __all__ = [
     "instrument_engine",
     "normalise_statement",
     "slow_queries",
+    "DashboardApp",
 ]
