@@ -33,6 +33,7 @@ With several workers, in each of them::
 """
 
 from redline.monitor._asgi import MetricsApp, metrics_app
+from redline.monitor._cache import CacheMetrics, instrument_cache
 from redline.monitor._counter import Counter, CounterChild
 from redline.monitor._dashboard import DashboardApp
 from redline.monitor._exceptions import MetricError, RedlineMonitorError, SnapshotError, TimerError
@@ -146,4 +147,6 @@ __all__ = [
     "normalise_statement",
     "slow_queries",
     "DashboardApp",
+    "CacheMetrics",
+    "instrument_cache",
 ]

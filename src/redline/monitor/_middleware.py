@@ -6,13 +6,12 @@ a framework at module import. Per HTTP request it records
 
 - ``http_requests_total{route,method,status}`` (counter);
 - ``http_request_duration_seconds{route,method}`` (histogram: classic buckets and the HDR
-  quantiles, see ``Histogram``), from the request's arrival at the middleware to the last
-  body message of the response handed to the server;
+  quantiles, see ``Histogram``), from the request's arrival at the middleware to the moment
+  the last message of its response is handed to the server;
 - ``http_requests_in_progress{method}`` (gauge) while the app runs: by method only, because
-  the route is known only once the app has routed the request, and a label set chosen
-  after the increment could not be decremented reliably;
+  the route is known only once the app has routed the request;
 - with ``response_size=True``, ``http_response_size_bytes{route,method}`` (histogram of body
-  bytes; off by default, as in OpenTelemetry and starlette_exporter: 0.3 us a request).
+  bytes; off by default, as in OpenTelemetry and starlette_exporter).
 
 ``route`` is the template that matched (``/users/{id}``), never the raw path, which would
 make one series per user id and per scanner probe. Starlette and FastAPI leave the matched
@@ -24,7 +23,7 @@ under two prefixes (one router included or mounted twice) is told apart by match
 request path against each full template. Requests no route matched (404s, slash redirects,
 a 404 inside a mounted sub-app) get ``route="<unmatched>"``. For plain ASGI apps, and to
 override, ``route_of(scope)`` returns the route name; it is called with the scope as the app
-left it, and ``None`` falls back to the detection above.
+left it when the response ends, and ``None`` falls back to the detection above.
 
 ``status`` is the one of ``http.response.start``. A response that never completes counts as
 499 (nginx's "client closed request") when the client disconnected first, else 500, and an
@@ -34,12 +33,24 @@ duration likewise ends with the response, not with the background tasks. Methods
 the standard nine count as ``method="other"``. WebSocket and lifespan scopes, and paths in
 ``exclude`` (exactly, or below them: ``/metrics`` excludes ``/metrics/x``), pass through
 untouched.
+
+Cost: a trivial Starlette endpoint under uvicorn spends some 70-90 us of CPU a request, and
+Python code run between the server's system calls costs two to three times what a loop in a
+microbenchmark shows, so the request path does as little as it can: the wrapper of ``send``
+is a plain function returning the server's awaitable (no coroutine of its own), and a
+finished request is appended to a list as ``(route, method, status, seconds, size)``. The
+list is added to the metrics in bulk, in a tight loop, every 1024 requests and whenever
+one of the metrics is collected (a scrape, a multi-process snapshot), so every collected
+view is exact; only a child read directly (``.labels(...).value``) can be behind.
+``benchmarks/middleware_bench.py`` measures it.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
+import threading
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from time import perf_counter
@@ -49,8 +60,8 @@ from redline.monitor._counter import Counter
 from redline.monitor._exceptions import MetricError
 from redline.monitor._gauge import Gauge
 from redline.monitor._histogram import DEFAULT_BUCKETS, Histogram, exponential_buckets
-from redline.monitor._metric import Metric
 from redline.monitor._registry import REGISTRY, Registry
+from redline.monitor._snapshot import MetricFamily
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -62,8 +73,11 @@ UNMATCHED = "<unmatched>"
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 SIZE_BUCKETS = exponential_buckets(256, 4, 8)
 CLIENT_CLOSED = 499
+BATCH = 1024
 
 _METHOD = {method: method for method in METHODS}
+
+log = logging.getLogger("redline.monitor")
 
 
 class MetricsMiddleware:
@@ -71,7 +85,9 @@ class MetricsMiddleware:
     route_of=None, exclude=("/metrics",), buckets=DEFAULT_BUCKETS, response_size=False)``.
 
     In Starlette or FastAPI: ``app.add_middleware(MetricsMiddleware)``. Several middlewares
-    on one registry (an app built twice in tests) share the metrics.
+    on one registry (an app built twice in tests) share the metrics. Metrics of these names
+    made beforehand by other code are recorded into if their labels and buckets match, each
+    request at once rather than in batches.
     """
 
     def __init__(
@@ -94,22 +110,22 @@ class MetricsMiddleware:
         paths = [path.rstrip("/") or "/" for path in exclude]
         self._exclude = frozenset(paths)
         self._exclude_below = tuple(path + "/" for path in paths if path != "/")
-        self.requests = _metric(
+        self.requests: Counter = _metric(
             registry,
-            Counter,
+            _RequestCounter,
             "http_requests_total",
             "HTTP requests answered, by route template, method and status.",
             ("route", "method", "status"),
         )
-        self.duration = _metric(
+        self.duration: Histogram = _metric(
             registry,
-            Histogram,
+            _RequestHistogram,
             "http_request_duration_seconds",
-            "Time from a request's arrival to its response's last byte handed to the server.",
+            "Time from a request's arrival to the last message of its response.",
             ("route", "method"),
             buckets=buckets,
         )
-        self.in_progress = _metric(
+        self.in_progress: Gauge = _metric(
             registry,
             Gauge,
             "http_requests_in_progress",
@@ -120,7 +136,7 @@ class MetricsMiddleware:
         if response_size:
             self.response_size = _metric(
                 registry,
-                Histogram,
+                _RequestHistogram,
                 "http_response_size_bytes",
                 "Bytes of response bodies, by route template and method.",
                 ("route", "method"),
@@ -128,9 +144,10 @@ class MetricsMiddleware:
                 scale=1,
                 max_value=2.0**40,
             )
+        self._finished = _Finished(self.requests, self.duration, self.response_size)
+        # The metrics know their feeds weakly; what a discarded middleware still held counts.
+        weakref.finalize(self, self._finished.drain)
         self._in_flight = _InFlight.of(self.in_progress)
-        # (route, method, status) -> the recording methods of its series.
-        self._recorders: dict[tuple[str, str, int], tuple[Callable[..., None], ...]] = {}
         self._routes = _RouteTemplates()
         self._route = self._routes.template if route_of is None else self.route
 
@@ -146,9 +163,9 @@ class MetricsMiddleware:
         ):
             await self.app(scope, receive, send)
             return
-        # The request's state lives in the cells of these two closures rather than in a
-        # responder object: a trivial endpoint costs some 70 us under uvicorn, and the
-        # object, its attributes and bound methods would add 0.5 us of it.
+        # The request's state lives in closure cells, not in a responder object, and what
+        # send_ only reads is bound as default arguments, not cells: on this path every
+        # allocation and attribute lookup shows in the throughput of a trivial endpoint.
         method = _METHOD.get(scope["method"], "other")
         started = perf_counter()
         status = size = 0  # status: 0 before http.response.start, -1 once recorded
@@ -161,50 +178,72 @@ class MetricsMiddleware:
                 disconnected = True
             return message
 
-        async def send_(message: Message) -> None:
-            nonlocal status, size, trailers, disconnected
+        def send_(
+            message: Message,
+            send: Send = send,
+            scope: Scope = scope,
+            method: str = method,
+            started: float = started,
+            route: Callable[[Scope], str] = self._route,
+            finished: _Finished = self._finished,
+            entries: list[Any] = self._finished.entries,
+            batch: int = self._finished.batch,
+            sizes: bool = self.response_size is not None,
+        ) -> Awaitable[None]:
+            nonlocal status, size, trailers
             kind = message["type"]
-            if kind == "http.response.body":
-                size += len(message.get("body", b""))
-                last = not message.get("more_body", False) and not trailers
-            elif kind == "http.response.start":
+            if kind == "http.response.start":
                 status = message["status"]
                 trailers = message.get("trailers", False)
-                last = False
-            else:
-                last = kind == "http.response.pathsend" or (
-                    kind == "http.response.trailers" and not message.get("more_trailers", False)
-                )
-            try:
-                await send(message)
-            except OSError:
-                # ASGI 2.4 servers raise OSError from send() once the client has gone.
-                disconnected = True
-                raise
-            if last and status > 0:
-                self._record(scope, method, status, perf_counter() - started, size)
+            elif kind == "http.response.body":
+                if sizes:
+                    size += len(message.get("body", b""))
+                if status > 0 and not trailers and not message.get("more_body", False):
+                    # Recorded as the last message goes out: this wrapper returns the server's
+                    # awaitable rather than awaiting it in a coroutine of its own.
+                    entries.append((route(scope), method, status, perf_counter() - started, size))
+                    status = -1
+                    if len(entries) >= batch:
+                        finished.drain()
+            elif status > 0 and (
+                kind == "http.response.pathsend"
+                or (kind == "http.response.trailers" and not message.get("more_trailers", False))
+            ):
+                finished.add(route(scope), method, status, perf_counter() - started, size)
                 status = -1
+            return send(message)
 
         flight = self._in_flight[method]
         flight.append(None)
         try:
             await self.app(scope, receive_, send_)
-        except BaseException:
+        except BaseException as exc:
             if status >= 0:
-                failed = CLIENT_CLOSED if disconnected else 500
-                self._record(scope, method, failed, perf_counter() - started, size)
+                # ASGI 2.4 servers raise OSError from send() once the client has gone, and
+                # Starlette turns that into ClientDisconnect.
+                gone = disconnected or isinstance(exc, OSError)
+                gone = gone or type(exc).__name__ == "ClientDisconnect"
+                failed = CLIENT_CLOSED if gone else 500
+                self._finished.add(
+                    self._route(scope), method, failed, perf_counter() - started, size
+                )
             raise
         finally:
             flight.pop()
         if status >= 0:
             failed = CLIENT_CLOSED if disconnected else 500
-            self._record(scope, method, failed, perf_counter() - started, size)
+            self._finished.add(self._route(scope), method, failed, perf_counter() - started, size)
 
     def route(self, scope: Scope) -> str:
         """The ``route`` label of a handled request: ``route_of(scope)``, else the matched
         route's full template, else ``"<unmatched>"``."""
         if self.route_of is not None:
-            name = self.route_of(scope)
+            try:
+                name = self.route_of(scope)
+            except Exception:
+                # It runs as the response's last message goes out: raising would cut it off.
+                log.exception("route_of(scope) raised; the request counts as %r", UNMATCHED)
+                return UNMATCHED
             if name is not None:
                 return name
         return self._routes.template(scope)
@@ -218,34 +257,98 @@ class MetricsMiddleware:
         path = scope["path"][len(root) :] or "/"
         return path in self._exclude or path.startswith(self._exclude_below)
 
-    def _record(self, scope: Scope, method: str, status: int, seconds: float, size: int) -> None:
-        key = (self._route(scope), method, status)
-        recorders = self._recorders.get(key)
-        if recorders is None:
-            recorders = self._recorders_of(key)
-        recorders[0]()
-        recorders[1](seconds)
-        if len(recorders) > 2:
-            recorders[2](size)
 
-    def _recorders_of(self, key: tuple[str, str, int]) -> tuple[Callable[..., None], ...]:
-        route, method, status = key
-        recorders: tuple[Callable[..., None], ...] = (
-            self.requests.labels(route, method, status).inc,
-            self.duration.labels(route, method).observe,
-        )
-        if self.response_size is not None:
-            recorders += (self.response_size.labels(route, method).observe,)
-        if len(self._recorders) >= 10_000:
-            # A route_of that names raw paths would grow this without end.
-            self._recorders.clear()
-        self._recorders[key] = recorders
-        return recorders
+class _Finished:
+    """One middleware's finished requests not yet added to the metrics."""
+
+    def __init__(self, requests: Counter, duration: Histogram, size: Histogram | None) -> None:
+        self.requests = requests
+        self.duration = duration
+        self.size = size
+        self.entries: list[tuple[str, str, int, float, int]] = []
+        self._lock = threading.Lock()
+        # Entries kept before they are added; 1 (at once) when a metric was made by other
+        # code and so does not add them before it is collected.
+        self.batch = BATCH
+        for metric in (requests, duration, size):
+            if isinstance(metric, _Drained):
+                metric._feeds.add(self)
+            elif metric is not None:
+                self.batch = 1
+
+    def add(self, route: str, method: str, status: int, seconds: float, size: int) -> None:
+        entries = self.entries
+        entries.append((route, method, status, seconds, size))
+        if len(entries) >= self.batch:
+            self.drain()
+
+    def drain(self) -> None:
+        """Add the finished requests to the metrics."""
+        with self._lock:
+            # A counted prefix, in place: requests finishing meanwhile stay for next time.
+            entries = self.entries
+            n = len(entries)
+            if not n:
+                return
+            batch = entries[:n]
+            del entries[:n]
+        counts: dict[tuple[str, str, int], int] = {}
+        observe = {}
+        duration, size = self.duration, self.size
+        for route, method, status, seconds, size_ in batch:
+            key = (route, method, status)
+            counts[key] = counts.get(key, 0) + 1
+            pair = (route, method)
+            recorders = observe.get(pair)
+            if recorders is None:
+                recorders = observe[pair] = (
+                    duration.labels(route, method).observe,
+                    size.labels(route, method).observe if size is not None else None,
+                )
+            recorders[0](seconds)
+            if recorders[1] is not None:
+                recorders[1](size_)
+        labels = self.requests.labels
+        for (route, method, status), count in counts.items():
+            labels(route, method, status).inc(count)
+
+    def clear(self) -> None:
+        with self._lock:
+            del self.entries[:]
+
+
+class _Drained:
+    """Metrics that add their middlewares' finished requests first whenever they are
+    collected, so that every exposition and snapshot is exact."""
+
+    _feeds: weakref.WeakSet[_Finished]
+
+    def collect(self) -> MetricFamily:
+        for feed in list(self._feeds):
+            feed.drain()
+        return super().collect()  # type: ignore[misc]
+
+    def _reset(self) -> None:
+        for feed in list(self._feeds):
+            feed.clear()
+        super()._reset()  # type: ignore[misc]
+
+
+class _RequestCounter(_Drained, Counter):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._feeds = weakref.WeakSet()
+        super().__init__(*args, **kwargs)
+
+
+class _RequestHistogram(_Drained, Histogram):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._feeds = weakref.WeakSet()
+        super().__init__(*args, **kwargs)
 
 
 class _InFlight(dict[str, list[None]]):
     """Per method, a list as long as the requests in flight: ``list.append`` and ``list.pop``
-    are atomic under the GIL and cost a tenth of a locked ``Gauge.inc``/``dec`` pair; the
+    are atomic under the GIL and cost less than a locked ``Gauge.inc``/``dec`` pair; the
     gauge reads the lengths when collected. Series appear per method on first use."""
 
     def __init__(self, gauge: Gauge) -> None:
@@ -271,26 +374,32 @@ _IN_FLIGHT: weakref.WeakKeyDictionary[Gauge, _InFlight] = weakref.WeakKeyDiction
 
 def _metric(
     registry: Registry | None,
-    kind: type[Metric],
+    kind: type[Any],
     name: str,
     documentation: str,
     labelnames: tuple[str, ...],
     **options: Any,
 ) -> Any:
+    """The metric ``name``, created in ``registry`` or the one a middleware created there."""
     if registry is None:
         return kind(name, documentation, labelnames, registry=None, **options)
-    metric = registry.get_or_create(
-        name, kind, lambda: kind(name, documentation, labelnames, registry=None, **options)
-    )
     wanted = kind(name, documentation, labelnames, registry=None, **options)
-    if metric.labelnames != labelnames or getattr(metric, "buckets", ()) != getattr(
-        wanted, "buckets", ()
-    ):
+    metric = registry.get(name)
+    if metric is None:
+        metric = registry.get_or_create(name, kind, lambda: wanted)
+    base = next(cls for cls in (Counter, Histogram, Gauge) if issubclass(kind, cls))
+    if not isinstance(metric, base):
+        raise MetricError(
+            f"{metric.kind} {metric.name!r} is already in this registry, not a "
+            f"{base.kind}; pass the middleware another registry="
+        )
+    buckets = getattr(metric, "buckets", ())
+    if metric.labelnames != labelnames or buckets != getattr(wanted, "buckets", ()):
         raise MetricError(
             f"{metric.kind} {name!r} is already in this registry with labels "
-            f"{metric.labelnames} and buckets {getattr(metric, 'buckets', ())}; "
-            f"MetricsMiddleware needs labels {labelnames} and buckets "
-            f"{getattr(wanted, 'buckets', ())}: pass another registry= or the same buckets="
+            f"{metric.labelnames} and buckets {buckets}; this MetricsMiddleware needs labels "
+            f"{labelnames} and buckets {getattr(wanted, 'buckets', ())}: pass the same "
+            "buckets= or another registry="
         )
     return metric
 
@@ -342,8 +451,9 @@ class _RouteTemplates:
             found = scope.get("endpoint")
             if found is None:
                 return UNMATCHED
+        # No identity check: the object is kept in the value, so its id is not reused.
         known = self._known.get(id(found))
-        if known is not None and known[0] is found and known[1] is not None:
+        if known is not None and known[1] is not None:
             return known[1]
         return self._resolve(scope, found, by_endpoint)
 
@@ -397,8 +507,10 @@ class _Tree:
     route and of its endpoint (a mount's app)."""
 
     def __init__(self, router: Any) -> None:
-        from starlette.routing import Host, Mount
-
+        try:
+            from starlette.routing import Host, Mount
+        except ImportError:  # a router of another framework: nothing to index
+            Host = Mount = ()  # type: ignore[assignment,misc]  # noqa: N806
         self._mount, self._host = Mount, Host
         self.routes: dict[int, tuple[Any, list[_Candidate]]] = {}
         self.endpoints: dict[int, tuple[Any, list[_Candidate]]] = {}

@@ -1,0 +1,527 @@
+"""Middleware benchmark: what ``MetricsMiddleware`` costs a trivial Starlette endpoint, beside
+prometheus_client-based instrumentation. Usage:
+
+    python benchmarks/middleware_bench.py [--tool redline|wrk] [--duration 5] [--rounds 5]
+                                          [--mode both|sequential|together]
+                                          [--connections 50] [--quick] [--json out.json]
+
+Served: one uvicorn worker (uvloop, httptools, no access log) per variant, each answering
+``GET /`` with ``PlainTextResponse("hello")``: ``bare`` (no middleware), ``redline``
+(``MetricsMiddleware`` with its defaults) and, when installed, ``starlette_exporter``
+(``PrometheusMiddleware``, defaults) and ``prometheus-fastapi-instrumentator``
+(``Instrumentator().instrument(app)``, defaults); the last two are not project dependencies
+(``pip install starlette-exporter prometheus-fastapi-instrumentator`` to compare). All
+servers run at once, pinned with ``taskset`` to the last CPU; the load generator is pinned
+to CPU 0 (no pinning on a single CPU or without taskset).
+
+Load: ``redline load run`` with a YAML plan (one ``constant-vus`` scenario of
+``--connections`` users looping ``GET /``), or ``wrk -t1 -c<connections>``, for
+``--duration`` seconds per run. Every variant gets one unmeasured warm-up run, then
+``--rounds`` rounds, each of which runs
+
+- ``sequential``: every variant alone, in turn, in an order rotated per round (what a user
+  would do): throughput is the tool's requests / s;
+- ``together``: every variant at once, each with its own generator, all servers sharing
+  the one server CPU. The scheduler gives each server an equal share of it, so the
+  throughputs compare what a request costs, and whatever else the machine runs at that
+  moment slows every variant alike; on a shared or virtual machine this is the steadier of
+  the two.
+
+For each mode and variant the table shows the median throughput, the median server CPU per
+request (user + sys of the server process from /proc, over the requests the tool saw), and
+against ``bare`` the median (and quartiles) of the per-round throughput ratios and the
+median of the per-round CPU-per-request ratios (bare's over the variant's). The overhead is
+1 - the throughput ratio; redline's target is <= 5 %; the exit status is 1 when it is missed.
+
+In-process: the same apps called directly as ASGI callables in a loop (no server, no
+sockets), CPU time of the fastest of 25 interleaved batches: the microseconds each
+middleware adds to a request in a warm loop. Under a server, between its system calls,
+the same Python code costs several times that.
+
+Before the table, the redline server's own ``/metrics`` is read back: its
+``http_requests_total{route="/"}`` must match the requests the tool reported (give or take
+those in flight when a run ended).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+TARGET_OVERHEAD = 0.05
+VARIANTS = ("bare", "redline", "starlette_exporter", "prometheus-fastapi-instrumentator")
+MODULES = {
+    "starlette_exporter": "starlette_exporter",
+    "prometheus-fastapi-instrumentator": "prometheus_fastapi_instrumentator",
+}
+
+
+# -- the served apps ------------------------------------------------------------------------
+
+
+def build_app(variant: str) -> Any:
+    """The trivial endpoint with ``variant``'s instrumentation."""
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Mount, Route
+
+    async def hello(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("hello")
+
+    app = Starlette(routes=[Route("/", hello)])
+    if variant == "redline":
+        from redline import monitor
+
+        app.router.routes.append(Mount("/metrics", app=monitor.metrics_app))
+        app.add_middleware(monitor.MetricsMiddleware)
+    elif variant == "starlette_exporter":
+        from starlette_exporter import PrometheusMiddleware, handle_metrics
+
+        app.add_middleware(PrometheusMiddleware)
+        app.add_route("/metrics", handle_metrics)
+    elif variant == "prometheus-fastapi-instrumentator":
+        from prometheus_fastapi_instrumentator import Instrumentator
+
+        Instrumentator().instrument(app).expose(app)
+    elif variant != "bare":
+        raise SystemExit(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    return app
+
+
+def serve(variant: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        build_app(variant),
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+    )
+
+
+# -- measuring ------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    mode: str
+    variant: str
+    round: int
+    requests: int
+    rps: float
+    cpu_s: float
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return self.cpu_s / self.requests * 1e6 if self.requests else float("nan")
+
+
+@dataclass
+class Server:
+    variant: str
+    port: int
+    process: subprocess.Popen[bytes]
+    requests_sent: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Settings:
+    tool: str
+    duration: float
+    rounds: int
+    connections: int
+    modes: tuple[str, ...]
+    pin_tool: list[str] = field(default_factory=list)
+    pin_server: list[str] = field(default_factory=list)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def servers(variants: list[str], pin: list[str]) -> Iterator[list[Server]]:
+    started: list[Server] = []
+    try:
+        for variant in variants:
+            port = free_port()
+            argv = [*pin, sys.executable, __file__, "--serve", variant, "--port", str(port)]
+            started.append(Server(variant, port, subprocess.Popen(argv)))
+        for server in started:
+            wait_until_up(server)
+        yield started
+    finally:
+        for server in started:
+            server.process.send_signal(signal.SIGINT)
+        for server in started:
+            try:
+                server.process.wait(10)
+            except subprocess.TimeoutExpired:
+                server.process.kill()
+
+
+def wait_until_up(server: Server, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(server.url + "/", timeout=1) as response:
+                response.read()
+            return
+        except OSError:
+            if server.process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the {server.variant} server did not start") from None
+            time.sleep(0.1)
+
+
+@dataclass
+class Load:
+    """One run of the tool against one server, started and not yet read."""
+
+    server: Server
+    process: subprocess.Popen[str]
+    out: Path
+    cpu_before: float
+
+    def result(self, tool: str) -> tuple[int, float]:
+        stdout, stderr = self.process.communicate()
+        if tool == "wrk":
+            requests = rps = None
+            for line in stdout.splitlines():
+                if "requests in" in line:
+                    requests = int(line.split()[0])
+                elif line.startswith("Requests/sec:"):
+                    rps = float(line.split()[1])
+                elif "Non-2xx" in line or "Socket errors" in line:
+                    raise SystemExit(f"wrk saw errors against {self.server.variant}: {line}")
+            if requests is None or rps is None:
+                raise SystemExit(f"unexpected wrk output:\n{stdout}{stderr}")
+            return requests, rps
+        if self.process.returncode not in (0, 98):
+            code = self.process.returncode
+            raise SystemExit(f"redline load failed ({code}):\n{stdout}{stderr}")
+        summary = json.loads((self.out / "summary.json").read_text())
+        if summary["requests"].get("failed"):
+            raise SystemExit(f"redline load saw failed requests against {self.server.variant}")
+        return summary["requests"]["total"], summary["rps"]
+
+
+def start_load(server: Server, s: Settings, workdir: Path, duration: float) -> Load:
+    out = workdir / f"{server.variant}-{time.monotonic_ns()}"
+    out.mkdir()
+    if s.tool == "wrk":
+        argv = [*s.pin_tool, "wrk", "-t1", f"-c{s.connections}", f"-d{duration:g}s"]
+        argv.append(server.url + "/")
+    else:
+        plan = out / "plan.yaml"
+        plan.write_text(
+            f"scenarios:\n  bench:\n    executor: constant-vus\n    vus: {s.connections}\n"
+            f"    duration: {duration:g}s\n    flow:\n      - get: /\n"
+        )
+        argv = [*s.pin_tool, sys.executable, "-c", "from redline.cli import app; app()"]
+        argv += ["load", "run", str(plan), "--target", server.url, "--out", str(out)]
+        argv.append("--no-progress")
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return Load(server, process, out, server.cpu_seconds())
+
+
+def measure(servers_: list[Server], s: Settings) -> list[Run]:
+    """Sequential rounds (each variant alone, in turn) and together rounds (all variants at
+    once, sharing the server CPU), as ``s.modes`` asks."""
+    runs: list[Run] = []
+
+    def finish(loads: list[Load], mode: str, round_: int) -> None:
+        for started in loads:
+            requests, rps = started.result(s.tool)
+            cpu = started.server.cpu_seconds() - started.cpu_before
+            started.server.requests_sent += requests
+            if round_ >= 0:
+                runs.append(Run(mode, started.server.variant, round_, requests, rps, cpu))
+
+    with tempfile.TemporaryDirectory(prefix="redline-mwbench-") as tmp:
+        workdir = Path(tmp)
+        for server in servers_:  # warm-up, unmeasured
+            finish([start_load(server, s, workdir, min(2.0, s.duration))], "warm-up", -1)
+        for round_ in range(s.rounds):
+            if "sequential" in s.modes:
+                shift = round_ % len(servers_)
+                for server in servers_[shift:] + servers_[:shift]:
+                    finish([start_load(server, s, workdir, s.duration)], "sequential", round_)
+            if "together" in s.modes:
+                together = [start_load(server, s, workdir, s.duration) for server in servers_]
+                finish(together, "together", round_)
+    return runs
+
+
+def counted_by_redline(server: Server) -> float:
+    with urllib.request.urlopen(server.url + "/metrics/", timeout=5) as response:
+        text = response.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith('http_requests_total{route="/",')
+    )
+
+
+# -- in process -----------------------------------------------------------------------------
+
+
+def in_process(variants: list[str], batches: int = 25, size: int = 3000) -> dict[str, float]:
+    """Microseconds per request of each app called directly, fastest batch."""
+    import uvloop
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/",
+        "raw_path": b"/",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"bench")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        pass
+
+    async def batch(app: Any, n: int) -> float:
+        started = time.process_time()
+        for _ in range(n):
+            await app(dict(scope), receive, send)
+        return (time.process_time() - started) / n * 1e6
+
+    async def main() -> dict[str, float]:
+        apps = {variant: build_app(variant) for variant in variants}
+        for app in apps.values():
+            await batch(app, size)
+        best = dict.fromkeys(apps, float("inf"))
+        for _ in range(batches):
+            for variant, app in apps.items():
+                best[variant] = min(best[variant], await batch(app, size))
+        return best
+
+    return uvloop.run(main())
+
+
+# -- report ---------------------------------------------------------------------------------
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for name in ("redline", "starlette", "uvicorn", "uvloop", "httptools", "prometheus_client"):
+        out[name] = importlib.metadata.version(name)
+    for name in MODULES:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            out[name] = importlib.metadata.version(name)
+    return out
+
+
+def machine(s: Settings) -> dict[str, Any]:
+    cpu = platform.processor() or "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    tool = "redline load run (YAML, constant-vus)" if s.tool == "redline" else "wrk -t1"
+    return {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "os": f"{platform.system()} {platform.release()} {platform.machine()}",
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "tool": f"{tool}, {s.connections} connections, {s.duration:g} s x {s.rounds} rounds",
+        "pinning": (
+            f"servers on CPU {s.pin_server[-1]}, tool on CPU {s.pin_tool[-1]}"
+            if s.pin_server
+            else "none"
+        ),
+        "load average": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "versions": versions(),
+    }
+
+
+def summarise(runs: list[Run], variants: list[str], mode: str) -> dict[str, dict[str, Any]]:
+    """Per variant: median throughput and CPU per request, and the median and quartiles of
+    the per-round throughput ratios to bare."""
+    by_round: dict[int, dict[str, Run]] = {}
+    for run in runs:
+        if run.mode == mode:
+            by_round.setdefault(run.round, {})[run.variant] = run
+    out = {}
+    for variant in variants:
+        mine = [r[variant] for r in by_round.values()]
+        ratios = sorted(r[variant].rps / r["bare"].rps for r in by_round.values())
+        quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+        cpu_ratios = [
+            r["bare"].cpu_us_per_request / r[variant].cpu_us_per_request for r in by_round.values()
+        ]
+        out[variant] = {
+            "rps": statistics.median(run.rps for run in mine),
+            "cpu_us_per_request": statistics.median(run.cpu_us_per_request for run in mine),
+            "ratio": statistics.median(ratios),
+            "ratio_q1": quartiles[0],
+            "ratio_q3": quartiles[-1],
+            "ratios": ratios,
+            "cpu_ratio": statistics.median(cpu_ratios),
+        }
+    return out
+
+
+def table(
+    results: dict[str, dict[str, dict[str, Any]]],
+    variants: list[str],
+    micro: dict[str, float],
+    info: dict[str, Any],
+) -> Table:
+    out = Table(
+        title=f"MetricsMiddleware overhead on a trivial Starlette endpoint, {info['date']}",
+        caption=caption(info),
+        caption_justify="left",
+    )
+    out.add_column("variant")
+    for mode in results:
+        out.add_column(f"{mode}\nrps (median)", justify="right")
+        out.add_column(f"{mode}\nCPU/request", justify="right")
+        out.add_column(f"{mode}\nrps vs bare [IQR]", justify="right")
+        out.add_column(f"{mode}\nCPU vs bare", justify="right")
+    out.add_column("in-process\nCPU/request", justify="right")
+    out.add_column(f"target: overhead\n<= {TARGET_OVERHEAD:.0%}")
+    for variant in variants:
+        cells = [variant]
+        verdicts = []
+        for mode, rows in results.items():
+            row = rows[variant]
+            cells += [f"{row['rps']:,.0f}", f"{row['cpu_us_per_request']:.1f} µs"]
+            if variant == "bare":
+                cells += ["1", "1"]
+                continue
+            cells.append(f"{row['ratio']:.3f} [{row['ratio_q1']:.2f}-{row['ratio_q3']:.2f}]")
+            cells.append(f"{row['cpu_ratio']:.3f}")
+            overhead = 1 - row["ratio"]
+            ok = "PASS" if overhead <= TARGET_OVERHEAD else "FAIL"
+            verdicts.append(f"{mode} {overhead:.1%} {ok}" if variant == "redline" else "")
+        added = micro[variant] - micro["bare"]
+        cells.append(f"{micro[variant]:.1f} µs" + ("" if variant == "bare" else f" (+{added:.1f})"))
+        cells.append("\n".join(v for v in verdicts if v))
+        out.add_row(*cells)
+    return out
+
+
+def caption(info: dict[str, Any]) -> str:
+    versions_ = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
+    return (
+        f"{info['cpu']}, {info['cores']} cores, {info['os']}, {info['python']}\n"
+        f"load: {info['tool']}; {info['pinning']}; "
+        f"load average at the end: {info['load average']}\n{versions_}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tool", choices=("redline", "wrk"), default="redline")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per run")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument(
+        "--mode",
+        choices=("both", "sequential", "together"),
+        default="both",
+        help="each variant alone in turn, all at once on one CPU, or both (the default)",
+    )
+    parser.add_argument("--quick", action="store_true", help="3 rounds of 2 s")
+    parser.add_argument("--json", type=Path, help="also write every run to this JSON file")
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.port)
+        return 0
+
+    console = Console(width=max(Console().width, 150))
+    if args.quick:
+        args.duration, args.rounds = 2.0, 3
+    if args.tool == "wrk" and shutil.which("wrk") is None:
+        raise SystemExit("wrk is not on PATH (Debian: apt-get install wrk), or use --tool redline")
+    variants = [v for v in VARIANTS if v not in MODULES or _installed(MODULES[v])]
+    for missing in sorted(set(VARIANTS) - set(variants)):
+        console.print(f"[dim]{missing} is not installed: left out[/]")
+    modes = ("sequential", "together") if args.mode == "both" else (args.mode,)
+    s = Settings(args.tool, args.duration, args.rounds, args.connections, modes)
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= 2 and shutil.which("taskset"):
+        s.pin_tool, s.pin_server = ["taskset", "-c", str(cpus[0])], ["taskset", "-c", str(cpus[-1])]
+
+    micro = in_process(variants)
+    with servers(variants, s.pin_server) as running:
+        runs = measure(running, s)
+        redline = next(server for server in running if server.variant == "redline")
+        counted = counted_by_redline(redline)
+    info = machine(s)
+    results = {mode: summarise(runs, variants, mode) for mode in modes}
+    console.print(
+        f"redline's server counted {counted:,.0f} requests to /; the tool reported "
+        f"{redline.requests_sent:,} (difference {counted - redline.requests_sent:+,.0f}: "
+        "requests in flight when a run stopped)"
+    )
+    console.print(table(results, variants, micro, info))
+    if args.json:
+        report = {"machine": info, "results": results, "in_process_us": micro}
+        report["runs"] = [asdict(run) | {"cpu_us": run.cpu_us_per_request} for run in runs]
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        console.print(f"[dim]results written to {args.json}[/]")
+    overheads = [1 - results[mode]["redline"]["ratio"] for mode in modes]
+    return 0 if all(overhead <= TARGET_OVERHEAD for overhead in overheads) else 1
+
+
+def _installed(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    sys.exit(main())
