@@ -333,11 +333,9 @@ def test_the_cache_panel_shows_the_hit_ratio_per_tier_in_the_window_and_since_st
     hits.labels("l2").inc(3)
     misses.labels("l2").inc(1)
     breaker = monitor.Gauge(
-        "redline_cache_breaker_state", "State.", ("tier", "state"), registry=registry
+        "redline_cache_l2_breaker_state", "State.", ("cache",), registry=registry
     )
-    breaker.labels("l2", "closed").set(0)
-    breaker.labels("l2", "open").set(1)
-    breaker.labels("l2", "half_open").set(0)
+    breaker.labels("default").set(1)
 
     panel = cache_panel(reading(registry, 10.0), before)
 
@@ -345,14 +343,16 @@ def test_the_cache_panel_shows_the_hit_ratio_per_tier_in_the_window_and_since_st
     assert tiers["l1"]["hit_ratio"] == pytest.approx(0.9)
     assert tiers["l1"]["hit_ratio_total"] == pytest.approx(140 / 200)
     assert (tiers["l2"]["hits"], tiers["l2"]["misses"]) == (3, 1)
-    assert panel["breakers"] == [{"labels": {"tier": "l2"}, "state": "open"}]
+    assert panel["breakers"] == [{"labels": {"cache": "default"}, "state": "open"}]
 
 
-def test_a_numeric_breaker_state_reads_0_closed_1_half_open_2_open():
+def test_the_breaker_state_reads_instrument_caches_0_closed_half_open_1_open():
     registry, hits, misses = cache_registry()
-    breaker = monitor.Gauge("redline_cache_breaker_state", "State.", ("tier",), registry=registry)
-    for tier, value in [("a", 0), ("b", 1), ("c", 2)]:
-        breaker.labels(tier).set(value)
+    breaker = monitor.Gauge(
+        "redline_cache_l2_breaker_state", "State.", ("cache",), registry=registry
+    )
+    for cache, value in [("a", 0), ("b", 0.5), ("c", 1)]:
+        breaker.labels(cache).set(value)
 
     panel = cache_panel(reading(registry, 0.0), None)
 

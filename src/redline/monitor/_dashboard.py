@@ -64,8 +64,8 @@ enable it::
 
 Cache panels read ``redline_cache_hits_total`` and ``redline_cache_misses_total`` (or a
 ``redline_cache_hit_ratio`` gauge) by their labels (``tier``, ...), and
-``redline_cache_breaker_state``: one-hot by a ``state`` label, or a number (0 closed,
-1 half-open, 2 open).
+``redline_cache_l2_breaker_state`` (from ``instrument_cache``: 0 closed, 0.5 half-open,
+1 open).
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ _WANTED = frozenset(
         "event_loop_long_stalls_total",
     }
 )
-_BREAKER_STATES = {0: "closed", 1: "half_open", 2: "open"}
+_BREAKER_STATES = {0.0: "closed", 0.5: "half_open", 1.0: "open"}
 _SLOW_SHOWN = 10
 _ROUTES_SHOWN = 100
 
@@ -594,21 +594,11 @@ def cache_panel(now: _Reading, base: _Reading | None) -> dict[str, Any]:
                 }
             )
     breakers = []
-    breaker = now.get(f"{_CACHE}breaker_state")
-    if breaker is not None and "state" in breaker.labelnames:
-        # One series per state, 1 for the current one (a Prometheus StateSet).
-        at = breaker.labelnames.index("state")
-        others = breaker.labelnames[:at] + breaker.labelnames[at + 1 :]
-        states = {
-            key[:at] + key[at + 1 :]: key[at]
-            for key, value in breaker.samples.items()
-            if value >= 1
-        }
-        for key in sorted(states):
-            breakers.append({"labels": dict(zip(others, key, strict=True)), "state": states[key]})
-    elif breaker is not None:
+    # instrument_cache exports the L2 breaker as 0 closed, 0.5 half-open, 1 open.
+    breaker = now.get(f"{_CACHE}l2_breaker_state")
+    if breaker is not None:
         for key, value in sorted(breaker.samples.items()):
-            state = _BREAKER_STATES.get(int(value)) if math.isfinite(value) else None
+            state = _BREAKER_STATES.get(value) if math.isfinite(value) else None
             breakers.append({"labels": _labels(breaker, key), "state": state or "unknown"})
     return {"available": True, "tiers": tiers, "breakers": breakers}
 
