@@ -81,3 +81,19 @@ def test_concurrent_increments_and_reads_lose_nothing(registry, monkeypatch):
         sys.setswitchinterval(old)
 
     assert jobs.labels(kind="email").value == threads * per_thread
+
+
+def test_a_counters_unit_goes_before_total():
+    from redline.monitor import Counter, Registry
+
+    registry = Registry()
+
+    assert Counter("sent_total", "Sent.", unit="bytes", registry=registry).name == (
+        "sent_bytes_total"
+    )
+    assert Counter("read_bytes_total", "Read.", unit="bytes", registry=registry).name == (
+        "read_bytes_total"
+    )
+    assert Counter("jobs", "Jobs.", unit="seconds", registry=registry).name == (
+        "jobs_seconds_total"
+    )

@@ -73,6 +73,9 @@ class Metric:
         if unit:
             if not _LABEL.match(unit):
                 raise MetricError(f"{self.kind} {name!r}: unit {unit!r} is invalid")
+            # A counter's unit goes before its _total: sent_total + bytes -> sent_bytes_total.
+            if self.kind == "counter":
+                name = name.removesuffix("_total")
             if not name.endswith("_" + unit):
                 name = f"{name}_{unit}"
         self.name = self._normalise_name(name)
