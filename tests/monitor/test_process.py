@@ -237,3 +237,33 @@ def test_read_rss_is_cheap():
     for _ in range(1000):
         read_rss()
     assert (time.perf_counter() - start) / 1000 < 200e-6
+
+
+def test_a_forked_child_reports_its_own_start_time(tmp_path):
+    import os
+    import sys
+    import time
+
+    from redline.monitor import Registry, install_process_metrics
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("start time comes from /proc")
+    registry = Registry()
+    install_process_metrics(registry)
+    start = registry.get("process_start_time_seconds")
+
+    def value() -> float:
+        (family,) = [f for f in registry.collect() if f.name == "process_start_time_seconds"]
+        return next(iter(family.samples.values()))
+
+    parent = value()
+    time.sleep(1.1)  # /proc's start time counts clock ticks: the child's must differ
+    out = tmp_path / "child"
+    pid = os.fork()
+    if pid == 0:  # the child
+        out.write_text(repr(value()))
+        os._exit(0)
+    os.waitpid(pid, 0)
+
+    assert start is not None
+    assert float(out.read_text()) > parent + 1.0

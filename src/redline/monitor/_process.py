@@ -167,12 +167,11 @@ class ProcessMetrics:
             gauge("process_open_fds", "Number of open file descriptors.", fd_dir.count)
         if resource is not None:
             gauge("process_max_fds", "Maximum number of open file descriptors.", _read_max_fds)
-        start = _start_time()
-        if start is not None:
+        if _start_time() is not None:
             gauge(
                 "process_start_time_seconds",
                 "Start time of the process since unix epoch in seconds.",
-                lambda: start,
+                _StartTime(),
             )
         cpu = _ReadCounter(
             "process_cpu_seconds_total",
@@ -321,6 +320,23 @@ def _fd_dir() -> _FdDir | None:
         # /dev/fd lists every descriptor on macOS; on the BSDs only 0-2 without fdescfs.
         return _FdDir("/dev/fd")
     return None
+
+
+class _StartTime:
+    """The process's start time, read again in a forked child (gunicorn --preload): each
+    worker reports its own, not the parent's."""
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._value = math.nan
+
+    def __call__(self) -> float:
+        pid = os.getpid()
+        if pid != self._pid:
+            start = _start_time()
+            self._value = math.nan if start is None else start
+            self._pid = pid
+        return self._value
 
 
 def _start_time() -> float | None:
