@@ -4,6 +4,8 @@ import math
 import multiprocessing
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -340,3 +342,141 @@ def test_temporary_files_of_writers_that_died_are_removed_once_stale(tmp_path):
 
     assert not stale.exists()
     assert fresh.exists()
+
+
+def jobs_counted(directory) -> float:
+    reader = monitor.SnapshotDirectory(
+        directory, registry=monitor.Registry(), interval=60, expire_after=600
+    )
+    view = {family.name: family for family in reader.collect()}
+    return view["jobs_total"].samples[()] if "jobs_total" in view else 0
+
+
+def start_script(tmp_path, code: str) -> subprocess.Popen:
+    """Starts ``code`` in a new Python process; returns once it printed ``ready``."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout.readline().strip() == "ready"
+    return process
+
+
+def get_over_unix_socket(path) -> bytes:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(10)
+        client.connect(str(path))
+        client.sendall(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        response = b""
+        while chunk := client.recv(65536):
+            response += chunk
+    return response
+
+
+def test_a_uvicorn_worker_stopped_by_sigterm_keeps_every_count(tmp_path):
+    shared_dir, app_dir, sock = tmp_path / "metrics", tmp_path / "app", tmp_path / "app.sock"
+    app_dir.mkdir()
+    (app_dir / "counting_app.py").write_text(
+        textwrap.dedent(
+            f"""
+            from redline import monitor
+
+            jobs = monitor.Counter("jobs", "Jobs.")
+            # 60 s apart: only the write at the signal can carry the requests below.
+            shared = monitor.SnapshotDirectory({str(shared_dir)!r}, interval=60,
+                                               expire_after=600).start()
+
+
+            async def app(scope, receive, send):
+                jobs.inc()
+                await send({{"type": "http.response.start", "status": 200, "headers": []}})
+                await send({{"type": "http.response.body", "body": b"ok"}})
+            """
+        )
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "counting_app:app", "--app-dir", str(app_dir),
+         "--uds", str(sock), "--lifespan", "off", "--log-level", "warning"]
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                first = get_over_unix_socket(sock)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                assert time.monotonic() < deadline, "uvicorn did not start"
+                time.sleep(0.05)
+        assert first.startswith(b"HTTP/1.1 200")
+        for _ in range(49):
+            assert get_over_unix_socket(sock).startswith(b"HTTP/1.1 200")
+
+        server.send_signal(signal.SIGTERM)
+        # uvicorn re-raises SIGTERM under the default handler after its graceful shutdown.
+        assert server.wait(30) == -signal.SIGTERM
+    finally:
+        server.kill()
+        server.wait()
+
+    assert jobs_counted(shared_dir) == 50
+
+
+def test_a_sigterm_handler_installed_before_start_still_runs(tmp_path):
+    ran = tmp_path / "handler-ran"
+    process = start_script(
+        tmp_path,
+        f"""
+        import os, signal, time
+        from redline import monitor
+
+        def on_sigterm(signum, frame):
+            open({str(ran)!r}, "w").close()
+            os._exit(3)  # no atexit: only the write at the signal keeps the jobs
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+        monitor.SnapshotDirectory({str(tmp_path)!r}, interval=60, expire_after=600).start()
+        monitor.Counter("jobs", "Jobs.").inc(7)
+        print("ready", flush=True)
+        time.sleep(60)
+        """,
+    )
+    process.send_signal(signal.SIGTERM)
+
+    assert process.wait(30) == 3
+    assert ran.exists()
+    assert jobs_counted(tmp_path) == 7
+
+
+def test_a_sigterm_during_a_write_does_not_hang_the_process(tmp_path):
+    process = start_script(
+        tmp_path,
+        f"""
+        import time
+        from redline import monitor
+
+        shared = monitor.SnapshotDirectory({str(tmp_path)!r}, interval=60,
+                                           expire_after=600).start()
+        # As if the signal interrupted the main thread in the middle of a write.
+        shared._write_lock.acquire()
+        print("ready", flush=True)
+        time.sleep(60)
+        """,
+    )
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+
+    assert process.wait(30) == -signal.SIGTERM
+    assert time.monotonic() - started < 10
+
+
+def test_close_puts_the_previous_sigterm_handler_back(tmp_path):
+    def previous(signum, frame):
+        pass
+
+    before = signal.signal(signal.SIGTERM, previous)
+    try:
+        shared = monitor.SnapshotDirectory(tmp_path, registry=monitor.Registry()).start()
+        assert signal.getsignal(signal.SIGTERM) == shared._on_sigterm
+        shared.close()
+        assert signal.getsignal(signal.SIGTERM) is previous
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -43,6 +43,7 @@ import atexit
 import contextlib
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -77,6 +78,9 @@ _WORKER_GLOB = "worker-*.msgpack"
 _FORMAT = 1
 _HOST = socket.gethostname()
 _PROC = Path("/proc/self/stat").exists()
+# How long a SIGTERM waits for the last write before the previous handler runs anyway: the
+# signal may interrupt the main thread while it holds a lock the write needs.
+_SIGNAL_WRITE_TIMEOUT = 2.0
 
 
 class SnapshotDirectory:
@@ -87,6 +91,16 @@ class SnapshotDirectory:
     ``start()`` in every worker (it writes at once, then every ``interval`` seconds and at
     exit) and serve ``MetricsApp(this)``; ``collect()`` returns the merged families.
     Usable as a context manager (start, then close).
+
+    Exit includes SIGTERM, which servers such as uvicorn end with by re-raising it under the
+    default handler, skipping ``atexit``: ``start()`` in the main thread chains a SIGTERM
+    handler in front of the current one. It writes (in a helper thread, waiting at most
+    2 s, so a lock held by the interrupted code cannot hang it), then does what the previous
+    handler did: calls it, ignores the signal, or restores the default and re-raises.
+    ``close()`` puts the previous handler back. What requests still in flight at the signal
+    record during a graceful shutdown is saved only by ``close()`` at lifespan shutdown.
+    SIGINT is left alone: Python's default raises ``KeyboardInterrupt``, which reaches
+    ``atexit``.
     """
 
     def __init__(
@@ -125,6 +139,7 @@ class SnapshotDirectory:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._atexit = False
+        self._sigterm_previous: Any = None
         self._fork_hook = False
         self._new_identity()
         self._baseline: list[MetricFamily] | None = None
@@ -157,6 +172,7 @@ class SnapshotDirectory:
         if not self._atexit:
             atexit.register(self._at_exit)
             self._atexit = True
+        self._chain_sigterm()
         if not self._fork_hook:
             hook = weakref.WeakMethod(self._after_fork)
             os.register_at_fork(after_in_child=lambda: (m := hook()) and m())
@@ -172,6 +188,7 @@ class SnapshotDirectory:
         if self._atexit:
             atexit.unregister(self._at_exit)
             self._atexit = False
+        self._unchain_sigterm()
         self.write()
 
     def _run(self) -> None:
@@ -192,10 +209,54 @@ class SnapshotDirectory:
 
     def _at_exit(self) -> None:
         self._stop.set()
+        self._write_last()
+
+    def _write_last(self) -> None:
         try:
             self.write()
         except Exception:
             log.exception("writing the last metrics snapshot %s failed", self._file)
+
+    def _chain_sigterm(self) -> None:
+        if self._sigterm_previous is not None:
+            return  # already chained (a forked child inherits the handler)
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread may install signal handlers
+        previous = signal.getsignal(signal.SIGTERM)
+        if previous is None:
+            return  # installed outside Python: it could not be called or restored
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        self._sigterm_previous = previous
+
+    def _unchain_sigterm(self) -> None:
+        # Left in place (outside the main thread, or under a handler installed after it), the
+        # closed handler only passes the signal on.
+        if (
+            self._sigterm_previous is not None
+            and threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) == self._on_sigterm
+        ):
+            signal.signal(signal.SIGTERM, self._sigterm_previous)
+            self._sigterm_previous = None
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        previous = self._sigterm_previous
+        if self._atexit:
+            # Not in this thread: the interrupted code may hold the write lock, a metric's
+            # lock or the directory's flock, and would wait for this handler to return.
+            writer = threading.Thread(
+                target=self._write_last, name="redline-monitor-last-snapshot", daemon=True
+            )
+            writer.start()
+            writer.join(_SIGNAL_WRITE_TIMEOUT)
+            if writer.is_alive():
+                log.error("the last metrics snapshot %s was not written in time", self._file)
+        if previous == signal.SIG_DFL:
+            signal.signal(signum, signal.SIG_DFL)
+            self._sigterm_previous = None
+            signal.raise_signal(signum)
+        elif previous != signal.SIG_IGN:
+            previous(signum, frame)
 
     def _after_fork(self) -> None:
         if not self._atexit:
