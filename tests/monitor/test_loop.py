@@ -228,3 +228,15 @@ async def test_middleware_starts_on_the_first_request_without_lifespan(registry)
     assert sent[0]["status"] == 204
     assert middleware.monitor.running
     middleware.monitor.stop()
+
+
+async def test_with_the_defaults_a_stall_just_after_a_tick_still_counts_as_long(registry):
+    async with LoopLagMonitor(registry=registry):
+        await asyncio.sleep(0.12)
+        # A tick falling due inside a 0.25 s stall looks late by the part of the stall after
+        # it: with a 0.25 s interval that could be almost nothing, with the 0.05 s default
+        # it is at least 0.2 s.
+        block(0.25)
+        await asyncio.sleep(0.12)
+
+    assert stalls(registry) == 1
