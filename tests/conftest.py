@@ -1,10 +1,18 @@
+import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
 
-from redline._servers import PostgresServer, RedisServer
+from redline._servers import (
+    PostgresServer,
+    RedisServer,
+    VarnishServer,
+    VarnishServerError,
+    find_varnishd,
+)
 
 
 @pytest.fixture(scope="session")
@@ -49,3 +57,30 @@ def own_pg() -> Iterator[PostgresServer]:
     """A private PostgreSQL for tests that pause, kill or restart it."""
     with PostgresServer() as server:
         yield server
+
+
+@pytest.fixture
+def varnishd() -> str:
+    """The varnishd path; skipped without one, unless REDLINE_REQUIRE_VARNISH is set, as in CI."""
+    try:
+        return find_varnishd()
+    except VarnishServerError as exc:
+        if os.environ.get("REDLINE_REQUIRE_VARNISH"):
+            raise
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def varnish(varnishd: str) -> Iterator[Callable[..., VarnishServer]]:
+    """Start a Varnish in front of a HOST:PORT backend, with any other options; stopped after."""
+    servers: list[VarnishServer] = []
+
+    def start(backend: str, **kwargs: Any) -> VarnishServer:
+        server = VarnishServer(backend, binary=varnishd, **kwargs)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

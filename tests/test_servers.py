@@ -1,11 +1,15 @@
 import gc
+import http.client
 import os
 import select
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -19,8 +23,12 @@ from redline._servers import (
     PostgresServerError,
     RedisServer,
     RedisServerError,
+    VarnishServer,
+    VarnishServerError,
+    default_vcl,
     find_postgres_bin_dir,
     find_redis_server,
+    find_varnishd,
 )
 
 
@@ -464,3 +472,203 @@ def test_postgres_version_matches_the_running_server(pg_server: PostgresServer) 
 def test_postgres_signals_before_start_raise() -> None:
     with pytest.raises(PostgresServerError, match="start"):
         PostgresServer().pause()
+
+
+class CountingBackend(ThreadingHTTPServer):
+    """An origin that counts the GETs it serves; /private answers Cache-Control: private."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), CountingHandler)
+        self.hits: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server_address[1]}"
+
+
+class CountingHandler(BaseHTTPRequestHandler):
+    server: CountingBackend
+
+    def do_GET(self) -> None:
+        with self.server.lock:
+            self.server.hits[self.path] = self.server.hits.get(self.path, 0) + 1
+        body = f"{self.path} #{self.server.hits[self.path]}".encode()
+        self.send_response(200)
+        visibility = "private" if self.path.startswith("/private") else "public"
+        self.send_header("Cache-Control", f"{visibility}, max-age=60")
+        self.send_header("xkey", "t1")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def backend() -> Iterator[CountingBackend]:
+    server = CountingBackend()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def get(server: VarnishServer, path: str) -> tuple[http.client.HTTPResponse, bytes]:
+    connection = http.client.HTTPConnection(server.host, server.port, timeout=5)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response, response.read()
+    finally:
+        connection.close()
+
+
+def test_varnish_error_is_a_redline_error() -> None:
+    assert issubclass(VarnishServerError, RedlineError)
+
+
+def test_bogus_varnishd_binary_is_named_in_the_error_with_install_advice(tmp_path: Path) -> None:
+    bogus = tmp_path / "no-such-varnishd"
+    with pytest.raises(VarnishServerError, match="apt-get install varnish varnish-modules") as exc:
+        VarnishServer("127.0.0.1:9", binary=str(bogus))
+    assert str(bogus) in str(exc.value)
+
+
+def test_bogus_redline_varnishd_env_var_is_named_in_the_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("REDLINE_VARNISHD", str(tmp_path / "nope"))
+    with pytest.raises(VarnishServerError, match="REDLINE_VARNISHD"):
+        find_varnishd()
+
+
+def test_missing_varnishd_error_names_every_place(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("REDLINE_VARNISHD", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(_servers, "_VARNISHD_SYSTEM_PATH", str(tmp_path / "varnishd"))
+    with pytest.raises(VarnishServerError) as exc:
+        find_varnishd()
+    for place in ("REDLINE_VARNISHD", "PATH", str(tmp_path / "varnishd"), "varnish-modules"):
+        assert place in str(exc.value)
+
+
+def test_backend_that_is_not_host_and_port_is_rejected() -> None:
+    with pytest.raises(VarnishServerError, match="HOST:PORT"):
+        default_vcl("localhost")
+
+
+def test_varnish_misses_then_hits_without_reaching_the_backend(
+    varnish: Callable[..., VarnishServer], backend: CountingBackend
+) -> None:
+    server = varnish(backend.address)
+    first, body = get(server, "/page")
+    assert first.status == 200 and body == b"/page #1"
+    assert len(first.getheader("X-Varnish", "").split()) == 1
+    assert first.getheader("Age") == "0"
+    second, body = get(server, "/page")
+    assert body == b"/page #1"
+    assert len(second.getheader("X-Varnish", "").split()) == 2
+    assert second.getheader("Age") is not None
+    assert backend.hits["/page"] == 1
+
+
+def test_varnish_purge_by_xkey_sends_the_next_request_to_the_backend(
+    varnish: Callable[..., VarnishServer], backend: CountingBackend
+) -> None:
+    server = varnish(backend.address)
+    get(server, "/page")
+    get(server, "/page")
+    assert server.purge(["t1"]) == 1
+    response, body = get(server, "/page")
+    assert body == b"/page #2"
+    assert len(response.getheader("X-Varnish", "").split()) == 1
+    assert backend.hits["/page"] == 2
+
+
+def test_varnish_purge_of_an_unused_tag_drops_nothing(
+    varnish: Callable[..., VarnishServer], backend: CountingBackend
+) -> None:
+    server = varnish(backend.address)
+    get(server, "/page")
+    assert server.purge(["other", "tags"]) == 0
+    get(server, "/page")
+    assert backend.hits["/page"] == 1
+
+
+def test_varnish_does_not_cache_private_responses(
+    varnish: Callable[..., VarnishServer], backend: CountingBackend
+) -> None:
+    server = varnish(backend.address)
+    _, first = get(server, "/private")
+    _, second = get(server, "/private")
+    assert (first, second) == (b"/private #1", b"/private #2")
+
+
+def test_varnish_stats_count_hits_and_misses(
+    varnish: Callable[..., VarnishServer], backend: CountingBackend
+) -> None:
+    server = varnish(backend.address)
+    get(server, "/page")
+    get(server, "/page")
+    # Worker threads add their counters to the totals in batches, so wait for the flush.
+    deadline = time.monotonic() + 10
+    while (stats := server.stats())["MAIN.cache_hit"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (stats["MAIN.cache_miss"], stats["MAIN.cache_hit"]) == (1, 1)
+
+
+def test_varnish_custom_vcl_replaces_the_default(
+    varnish: Callable[..., VarnishServer], backend: CountingBackend
+) -> None:
+    vcl = default_vcl(backend.address).replace(
+        "sub vcl_synth {",
+        'sub vcl_deliver {\n    set resp.http.x-custom = "yes";\n}\n\nsub vcl_synth {',
+    )
+    server = varnish(backend.address, vcl=vcl)
+    response, _ = get(server, "/page")
+    assert response.getheader("x-custom") == "yes"
+
+
+def test_varnish_params_reach_varnishd(
+    varnish: Callable[..., VarnishServer], backend: CountingBackend
+) -> None:
+    with pytest.raises(VarnishServerError, match="no_such_param"):
+        varnish(backend.address, params={"no_such_param": 1})
+
+
+def test_varnish_with_invalid_vcl_fails_start_with_the_compiler_message(
+    varnish: Callable[..., VarnishServer],
+) -> None:
+    with pytest.raises(VarnishServerError, match="exited with code") as exc:
+        varnish("127.0.0.1:9", vcl="vcl 4.1;\nthis is not vcl;\n")
+    assert "VCL compilation failed" in str(exc.value)
+
+
+def test_varnish_stop_frees_the_port_and_temp_dir(varnishd: str, backend: CountingBackend) -> None:
+    with VarnishServer(backend.address, binary=varnishd) as server:
+        port, work_dir = server.port, server.work_dir
+        assert server.ping()
+        assert work_dir is not None and work_dir.exists()
+    assert port_is_free(port)
+    assert not work_dir.exists()
+
+
+def test_varnish_kill_takes_the_cache_child_down_too(
+    varnish: Callable[..., VarnishServer], backend: CountingBackend
+) -> None:
+    server = varnish(backend.address)
+    port = server.port
+    server.kill()
+    assert not server.ping(timeout=0.5)
+    assert port_is_free(port)
+
+
+def test_varnish_purge_before_start_raises(varnishd: str) -> None:
+    with pytest.raises(VarnishServerError, match="start"):
+        VarnishServer("127.0.0.1:9", binary=varnishd).purge(["t1"])

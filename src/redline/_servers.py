@@ -1,9 +1,11 @@
-"""Throwaway real Redis and PostgreSQL servers for tests, benchmarks and demos."""
+"""Throwaway real Redis, PostgreSQL and Varnish servers for tests, benchmarks and demos."""
 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -721,6 +723,290 @@ class PostgresServer:
 
     def __del__(self) -> None:
         # A forgotten server must not outlive its owner, holding a port, shared memory and a dir.
+        with contextlib.suppress(Exception):
+            if self._process is not None:
+                self.kill()
+            self.stop()
+
+
+class VarnishServerError(RedlineError):
+    """A throwaway Varnish server could not be found, started or reached."""
+
+
+_VARNISH_INSTALL_HINT = (
+    "Install Varnish with the xkey module (e.g. `apt-get install varnish varnish-modules`), "
+    "or set REDLINE_VARNISHD=/path/to/varnishd."
+)
+
+# Fallback when /usr/sbin is not on PATH, as for non-root users on Debian.
+_VARNISHD_SYSTEM_PATH = "/usr/sbin/varnishd"
+
+# Tests want objects to vanish at their TTL, and a child that starts fast with few threads.
+_VARNISH_TEST_PARAMS: dict[str, str] = {
+    "default_grace": "0s",
+    "default_keep": "0s",
+    "thread_pools": "1",
+    "thread_pool_min": "10",
+}
+
+# Two Host headers are a 400 that Varnish answers itself, so the readiness probe never reaches
+# the backend (whose request counts tests assert on) nor depends on the VCL.
+_VARNISH_PROBE = b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"
+
+
+def find_varnishd(binary: str | None = None) -> str:
+    """Return the path of a varnishd binary, searching the documented places in order."""
+    for source, candidate in (
+        ("binary=", binary),
+        ("REDLINE_VARNISHD", os.environ.get("REDLINE_VARNISHD")),
+    ):
+        if candidate:
+            # An explicit choice that is wrong must fail, not silently fall back to another binary.
+            if found := shutil.which(candidate):
+                return found
+            raise VarnishServerError(
+                f"{source} {candidate!r} is not an executable varnishd. {_VARNISH_INSTALL_HINT}"
+            )
+    for candidate in ("varnishd", _VARNISHD_SYSTEM_PATH):
+        if found := shutil.which(candidate):
+            return found
+    raise VarnishServerError(
+        "No varnishd found: looked at the REDLINE_VARNISHD environment variable, 'varnishd' on "
+        f"PATH and {_VARNISHD_SYSTEM_PATH}. {_VARNISH_INSTALL_HINT}"
+    )
+
+
+def default_vcl(backend: str) -> str:
+    """VCL that caches `backend` by the builtin rules and purges by xkey on ``PURGE`` requests.
+
+    A ``PURGE`` request with ``xkey-purge: tag1 tag2`` drops every object tagged with any of the
+    tags (by an ``xkey`` response header) and answers 200 with the count in ``xkey-purged``.
+    """
+    host, _, port = backend.rpartition(":")
+    if not host or not port.isdigit():
+        raise VarnishServerError(f"backend {backend!r} must be HOST:PORT, e.g. 127.0.0.1:8000.")
+    return f"""vcl 4.1;
+import xkey;
+
+backend default {{
+    .host = "{host}";
+    .port = "{port}";
+}}
+
+acl purgers {{
+    "127.0.0.1";
+    "::1";
+}}
+
+sub vcl_recv {{
+    if (req.method == "PURGE") {{
+        if (client.ip !~ purgers) {{
+            return (synth(403, "PURGE only from loopback"));
+        }}
+        if (!req.http.xkey-purge) {{
+            return (synth(400, "PURGE needs an xkey-purge header"));
+        }}
+        set req.http.xkey-purged = xkey.purge(req.http.xkey-purge);
+        return (synth(200, "Purged"));
+    }}
+}}
+
+sub vcl_synth {{
+    if (req.method == "PURGE" && req.http.xkey-purged) {{
+        set resp.http.xkey-purged = req.http.xkey-purged;
+    }}
+}}
+"""
+
+
+class VarnishServer:
+    """A varnishd in front of `backend` (HOST:PORT) on a free loopback port, in a temp dir.
+
+    ``vcl`` replaces default_vcl(backend) and must declare its own backend. ``params`` are
+    passed as ``-p name=value`` after test-friendly defaults (no grace or keep, one small thread
+    pool). varnishd runs in the foreground with no jail (``-j none``), so as root it keeps root
+    rather than needing the ``varnish`` users to own the temp dir.
+    """
+
+    def __init__(
+        self,
+        backend: str,
+        *,
+        vcl: str | None = None,
+        port: int | None = None,
+        binary: str | None = None,
+        storage: str = "malloc,64m",
+        params: Mapping[str, object] | None = None,
+        timeout: float = 15.0,
+    ) -> None:
+        self.binary = find_varnishd(binary)
+        self.backend = backend
+        self.vcl = vcl if vcl is not None else default_vcl(backend)
+        self.storage = storage
+        self.params = {**_VARNISH_TEST_PARAMS, **{k: str(v) for k, v in (params or {}).items()}}
+        self.timeout = timeout
+        self.host = HOST
+        self._port = port
+        self._dir: Path | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise VarnishServerError("The Varnish server has no port until start() is called.")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def work_dir(self) -> Path | None:
+        """varnishd's ``-n`` dir, for varnishstat, varnishlog and varnishadm."""
+        return self._dir / "work" if self._dir else None
+
+    @property
+    def log_path(self) -> Path | None:
+        return self._dir / "varnishd.log" if self._dir else None
+
+    def start(self) -> None:
+        """Start varnishd and wait until its child answers HTTP."""
+        if self._process is not None:
+            raise VarnishServerError(f"The Varnish server on port {self._port} is already running.")
+        self._port = self._port or _free_port()
+        self._dir = self._dir or Path(tempfile.mkdtemp(prefix="redline-varnish-"))
+        vcl_path = self._dir / "default.vcl"
+        vcl_path.write_text(self.vcl)
+        command = [
+            *(self.binary, "-F", "-j", "none", "-n", str(self.work_dir)),
+            *("-a", f"{HOST}:{self._port}", "-f", str(vcl_path), "-s", self.storage),
+            *(arg for name, value in self.params.items() for arg in ("-p", f"{name}={value}")),
+        ]
+        with open(self._dir / "varnishd.log", "ab") as log:
+            # Its own process group, so kill() reaches the cache child and VCL compilers too.
+            self._process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self._dir,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + self.timeout
+        while not self.ping(timeout=0.2):
+            code = self._process.poll()
+            if code is not None or time.monotonic() > deadline:
+                tail = self._log_tail()
+                self.stop()
+                what = f"exited with code {code}" if code is not None else "did not answer HTTP"
+                raise VarnishServerError(
+                    f"{self.binary} on {self.host}:{self._port} {what} (startup timeout "
+                    f"{self.timeout}s). Last lines of its log:\n{tail}"
+                )
+            time.sleep(0.02)
+
+    def ping(self, timeout: float = 1.0) -> bool:
+        """Return True if Varnish answers an HTTP request within `timeout` seconds."""
+        try:
+            with socket.create_connection((self.host, self.port), timeout=timeout) as sock:
+                sock.sendall(_VARNISH_PROBE)
+                reply = sock.recv(16)
+        except OSError:
+            return False
+        return reply.startswith(b"HTTP/")
+
+    def purge(self, tags: Iterable[str]) -> int:
+        """Drop every object tagged with any of `tags` (default VCL only); return how many."""
+        tags = list(tags)
+        self._running()
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            connection.request("PURGE", "/", headers={"xkey-purge": " ".join(tags)})
+            response = connection.getresponse()
+            response.read()
+        finally:
+            connection.close()
+        purged = response.getheader("xkey-purged")
+        if response.status != 200 or purged is None or not purged.isdigit():
+            raise VarnishServerError(
+                f"PURGE of tags {tags} on {self.url} answered {response.status} "
+                f"{response.reason!r} without an xkey-purged count; purge() needs the PURGE "
+                "handler of default_vcl()."
+            )
+        return int(purged)
+
+    def stats(self) -> dict[str, int]:
+        """Counter values by name (e.g. ``MAIN.cache_hit``), from ``varnishstat -j -1``."""
+        self._running()
+        varnishstat = shutil.which("varnishstat", path=str(Path(self.binary).parent))
+        varnishstat = varnishstat or shutil.which("varnishstat")
+        if varnishstat is None:
+            raise VarnishServerError(
+                f"No varnishstat beside {self.binary} or on PATH. {_VARNISH_INSTALL_HINT}"
+            )
+        result = subprocess.run(
+            [varnishstat, "-n", str(self.work_dir), "-j", "-1"],
+            capture_output=True,
+            text=True,
+            timeout=self.timeout,
+        )
+        if result.returncode != 0:
+            raise VarnishServerError(
+                f"{varnishstat} -n {self.work_dir} failed: {result.stderr.strip()}"
+            )
+        data = json.loads(result.stdout)
+        # Varnish 6.5+ nests counters under "counters"; older releases put them at the top.
+        counters = data.get("counters", data)
+        return {
+            name: counter["value"]
+            for name, counter in counters.items()
+            if isinstance(counter, dict) and "value" in counter
+        }
+
+    def stop(self) -> None:
+        """Stop varnishd and remove its temp dir; safe to call twice."""
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=self.timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+            else:
+                # The manager reaps its child on SIGTERM; this only catches a stray one.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self._process.pid, signal.SIGKILL)
+            self._process = None
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def kill(self) -> None:
+        """Crash varnishd and its cache child (SIGKILL), keeping port and temp dir."""
+        process = self._running()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        self._process = None
+
+    def _running(self) -> subprocess.Popen[bytes]:
+        if self._process is None:
+            raise VarnishServerError("The Varnish server is not running; call start() first.")
+        return self._process
+
+    def _log_tail(self, lines: int = 20) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def __enter__(self) -> VarnishServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __del__(self) -> None:
+        # A forgotten server must not outlive its owner, holding a port and a dir.
         with contextlib.suppress(Exception):
             if self._process is not None:
                 self.kill()

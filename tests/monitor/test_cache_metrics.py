@@ -109,6 +109,9 @@ async def test_hits_and_misses_are_counted_per_tier_after_real_gets_and_sets(
         return now - before[name].get(labels, 0.0)
 
     await writer.set("fund:1", {"nav": 101.5})
+    # The write's invalidation message reaches the reader's listener on its own time; let it
+    # arrive before the reader fills its L1, or it would drop the fresh entry (as it should).
+    await asyncio.sleep(0.2)
     assert await writer.get("fund:404") is None  # L1 miss, L2 miss
     # The reader has its own L1: its first read comes from Redis and fills L1.
     assert await reader.get("fund:1") == {"nav": 101.5}

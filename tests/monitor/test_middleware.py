@@ -437,7 +437,7 @@ def test_background_tasks_do_not_count_in_the_duration(registry):
     done = threading.Event()
 
     async def later():
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(1.5)
         done.set()
 
     async def endpoint(request):
@@ -452,7 +452,9 @@ def test_background_tasks_do_not_count_in_the_duration(registry):
         settle(registry, 1)  # in progress until the background task is done, too
         assert done.is_set()
 
-    assert durations(registry)[("/", "GET")].sum < 0.2
+    # Counting the background task would make it at least 1.5 s; a busy machine may make the
+    # request itself slow, but not that slow.
+    assert durations(registry)[("/", "GET")].sum < 1.0
 
 
 def test_a_client_that_disconnects_mid_stream_counts_as_499(registry):
