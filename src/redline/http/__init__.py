@@ -12,6 +12,7 @@ from redline.http._conditional import (
     strong_etag,
     weak_etag,
 )
+from redline.http._middleware import CacheRouteError, HTTPCacheMiddleware, cache_policy
 from redline.http._policy import (
     CachePolicy,
     CachePolicyError,
@@ -24,8 +25,11 @@ from redline.http._policy import (
 __all__ = [
     "CachePolicy",
     "CachePolicyError",
+    "CacheRouteError",
+    "HTTPCacheMiddleware",
     "Headers",
     "Visibility",
+    "cache_policy",
     "etag_matches",
     "http_date",
     "not_modified",
