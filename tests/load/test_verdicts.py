@@ -162,7 +162,11 @@ async def test_a_real_spike_run_reports_the_time_the_backlog_took_to_drain(http_
 
     result = await run(plan, http_server.url, recorder=recorder)
 
-    verdict = verdicts(plan, recorder, result.summary)["spike"]
+    # The default rules are pinned by the unit tests above; a shared CI machine adds a few
+    # ms to a second's p95 now and then, so here "normal" is looser: it is the backlog of
+    # hundreds of ms, not the noise, that the verdict must time.
+    rules = Rules(recovery_factor=3.0, recovery_margin_ms=20, rps_tolerance=0.5)
+    verdict = verdicts(plan, recorder, result.summary, rules)["spike"]
     # 10 ms a request; a busy machine adds some, the spike's backlog far more.
     assert 10 <= verdict["baseline_p95_ms"] < 60, verdict
     assert verdict["peak_p95_ms"] > 250 > 4 * verdict["baseline_p95_ms"], verdict
