@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 from urllib.parse import quote
 
 from redline._exceptions import RedlineError
@@ -256,6 +256,49 @@ class RedisServer:
         self.stop()
 
 
+class _ChildServer:
+    """What the servers run as child processes share: the running check, the log's tail,
+    and the context manager; ``__del__`` kills a server its owner forgot."""
+
+    _error: ClassVar[type[RedlineError]]
+    _what: ClassVar[str]
+    _process: subprocess.Popen[bytes] | None
+    log_path: Path | None
+
+    def _running(self) -> subprocess.Popen[bytes]:
+        if self._process is None:
+            raise self._error(f"The {self._what} server is not running; call start() first.")
+        return self._process
+
+    def _log_tail(self, lines: int = 20) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __del__(self) -> None:
+        # A forgotten server must not outlive its owner, holding a port, memory and a dir.
+        with contextlib.suppress(Exception):
+            if self._process is not None:
+                self.kill()
+            self.stop()
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        raise NotImplementedError
+
+
 class PostgresServerError(RedlineError):
     """A throwaway PostgreSQL server could not be found, started or reached."""
 
@@ -415,7 +458,7 @@ def _signal_pid(pid: int, signum: int) -> None:
         os.kill(pid, signum)
 
 
-class PostgresServer:
+class PostgresServer(_ChildServer):
     """A postgres process on a free loopback port, with a throwaway cluster in a temp dir.
 
     The temp dir is made in ``tmp_dir``: by default /dev/shm when it has 1 GiB free, since RAM
@@ -426,6 +469,9 @@ class PostgresServer:
     template1 and postgres, so every database from create_database() has them. As root, initdb
     and postgres run as the ``postgres`` user (``nobody`` if there is none).
     """
+
+    _error = PostgresServerError
+    _what = "PostgreSQL"
 
     def __init__(
         self,
@@ -704,30 +750,6 @@ class PostgresServer:
             self.kill()
         self._process = None
 
-    def _running(self) -> subprocess.Popen[bytes]:
-        if self._process is None:
-            raise PostgresServerError("The PostgreSQL server is not running; call start() first.")
-        return self._process
-
-    def _log_tail(self, lines: int = 20) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return "(no log)"
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def __enter__(self) -> PostgresServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def __del__(self) -> None:
-        # A forgotten server must not outlive its owner, holding a port, shared memory and a dir.
-        with contextlib.suppress(Exception):
-            if self._process is not None:
-                self.kill()
-            self.stop()
-
 
 class VarnishServerError(RedlineError):
     """A throwaway Varnish server could not be found, started or reached."""
@@ -819,7 +841,7 @@ sub vcl_synth {{
 """
 
 
-class VarnishServer:
+class VarnishServer(_ChildServer):
     """A varnishd in front of `backend` (HOST:PORT) on a free loopback port, in a temp dir.
 
     ``vcl`` replaces default_vcl(backend) and must declare its own backend. ``params`` are
@@ -827,6 +849,9 @@ class VarnishServer:
     pool). varnishd runs in the foreground with no jail (``-j none``), so as root it keeps root
     rather than needing the ``varnish`` users to own the temp dir.
     """
+
+    _error = VarnishServerError
+    _what = "Varnish"
 
     def __init__(
         self,
@@ -987,27 +1012,3 @@ class VarnishServer:
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
         self._process = None
-
-    def _running(self) -> subprocess.Popen[bytes]:
-        if self._process is None:
-            raise VarnishServerError("The Varnish server is not running; call start() first.")
-        return self._process
-
-    def _log_tail(self, lines: int = 20) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return "(no log)"
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def __enter__(self) -> VarnishServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def __del__(self) -> None:
-        # A forgotten server must not outlive its owner, holding a port and a dir.
-        with contextlib.suppress(Exception):
-            if self._process is not None:
-                self.kill()
-            self.stop()

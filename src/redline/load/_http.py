@@ -347,10 +347,9 @@ class Connection(asyncio.Protocol):
     ) -> Response:
         """Send ``method path`` (already percent-encoded, e.g. from ``Target.path``) and
         read the whole response, within ``timeout`` seconds."""
-        self._check_idle()
         data = self.encode(method, path, headers, body)
-        self._waiter = waiter = self._loop.create_future()
-        self._start(data, method == "HEAD", timeout)
+        waiter: asyncio.Future[Response] = self._loop.create_future()
+        self.send(data, method == "HEAD", timeout, waiter)  # a future is a waiter too
         try:
             return await waiter
         except asyncio.CancelledError:
@@ -358,14 +357,20 @@ class Connection(asyncio.Protocol):
             self._abort()
             raise
 
-    def send(self, data: bytes, head: bool, timeout: float, callback: Callback) -> None:
+    def send(
+        self,
+        data: bytes,
+        head: bool,
+        timeout: float,
+        callback: Callback | asyncio.Future[Response],
+    ) -> None:
         """Send the encoded request ``data`` (see ``encode``) and call
         ``callback(response, None)`` or ``callback(None, error)`` from the event loop once
         it is over; ``head`` says the request was HEAD (no body follows).
 
         The callback form costs no future and no task switch: the engine's compiled flows
-        send their next request from inside the callback. (``_start`` inlined: this runs
-        once per request.)"""
+        send their next request from inside the callback. ``request`` passes a future
+        instead of a callback."""
         if self._waiter is not None:
             raise RuntimeError("a request is already in flight on this connection")
         transport = self._transport
@@ -385,10 +390,6 @@ class Connection(asyncio.Protocol):
         self._sent_ns = perf_counter_ns()
         transport.write(data)
 
-    def _check_idle(self) -> None:
-        if self._waiter is not None:
-            raise RuntimeError("a request is already in flight on this connection")
-
     def encode(
         self,
         method: str,
@@ -400,24 +401,6 @@ class Connection(asyncio.Protocol):
         if headers is None and body is None and method not in _LENGTH_REQUIRED:
             return f"{method} {path} HTTP/1.1\r\n{self._end}".encode()
         return self._target.encode(method, path, headers, body)
-
-    def _start(self, data: bytes, head: bool, timeout: float) -> None:
-        transport = self._transport
-        if transport is None:
-            self._waiter = None
-            raise ConnectionClosed(
-                f"the connection to {self._target.url} is closed; open a new one"
-            )
-        self._deadline = deadline = self._loop.time() + timeout
-        self._timeout = timeout
-        if self._timer is None or deadline < self._timer_when:
-            self._arm(deadline)
-        self._head = head
-        self._headers_done = False
-        self._body = []
-        self._first_byte_ns = 0
-        self._sent_ns = perf_counter_ns()
-        transport.write(data)
 
     def cancel(self) -> None:
         """Abandon the request in flight, if any, without reporting it; close the connection."""
