@@ -799,15 +799,31 @@ def find_varnishd(binary: str | None = None) -> str:
 
 
 def default_vcl(backend: str) -> str:
-    """VCL that caches `backend` by the builtin rules and purges by xkey on ``PURGE`` requests.
+    """VCL that caches `backend` by the builtin rules, purges by tag, and serves stale per RFC 5861.
 
-    A ``PURGE`` request with ``xkey-purge: tag1 tag2`` drops every object tagged with any of the
-    tags (by an ``xkey`` response header) and answers 200 with the count in ``xkey-purged``.
+    Purging, from the ``purgers`` ACL (loopback) only, answering 200 or a 4xx naming the fault:
+
+    - ``PURGE`` with ``xkey-purge: tag1 tag2`` drops every object tagged (by an ``xkey``
+      response header) with any of the tags; ``xkey-softpurge`` instead makes them stale, still
+      servable within their grace. The count is in the ``xkey-purged`` response header.
+    - ``BAN`` with ``xkey-ban: REGEX`` adds the ban ``obj.http.xkey ~ REGEX``: matching objects
+      are never served again, and the ban lurker frees them in the background.
+
+    Stale content follows the backend's headers. Varnish itself turns ``stale-while-revalidate``
+    into grace: a stale object is served while one background fetch refreshes it.
+    ``stale-if-error=N`` (RFC 5861 §4) keeps the object N seconds more; past its
+    stale-while-revalidate window a request fetches synchronously, and only when that fetch
+    fails (5xx or no answer) is the stale object served instead. A background refresh that
+    fails is abandoned, so the stale object stays. Requests with Cookie or Authorization and
+    responses with Set-Cookie, ``private``, ``no-store`` or ``no-cache`` are never cached
+    (Varnish's builtin VCL, which runs after these subroutines). Tag headers are removed from
+    responses, as CDNs do: they name internal records.
     """
     host, _, port = backend.rpartition(":")
     if not host or not port.isdigit():
         raise VarnishServerError(f"backend {backend!r} must be HOST:PORT, e.g. 127.0.0.1:8000.")
     return f"""vcl 4.1;
+import std;
 import xkey;
 
 backend default {{
@@ -821,19 +837,87 @@ acl purgers {{
 }}
 
 sub vcl_recv {{
-    if (req.method == "PURGE") {{
+    if (req.method == "PURGE" || req.method == "BAN") {{
         if (client.ip !~ purgers) {{
-            return (synth(403, "PURGE only from loopback"));
+            return (synth(403, req.method + " only from the purgers ACL"));
         }}
-        if (!req.http.xkey-purge) {{
-            return (synth(400, "PURGE needs an xkey-purge header"));
+        if (req.method == "BAN") {{
+            if (!req.http.xkey-ban) {{
+                return (synth(400, "BAN needs an xkey-ban header"));
+            }}
+            if (!std.ban("obj.http.xkey ~ " + req.http.xkey-ban)) {{
+                return (synth(400, "Bad xkey-ban: " + std.ban_error()));
+            }}
+            return (synth(200, "Banned"));
         }}
-        set req.http.xkey-purged = xkey.purge(req.http.xkey-purge);
+        if (req.http.xkey-softpurge) {{
+            set req.http.xkey-purged = xkey.softpurge(req.http.xkey-softpurge);
+        }} elsif (req.http.xkey-purge) {{
+            set req.http.xkey-purged = xkey.purge(req.http.xkey-purge);
+        }} else {{
+            return (synth(400, "PURGE needs an xkey-purge or xkey-softpurge header"));
+        }}
         return (synth(200, "Purged"));
+    }}
+    if (req.restarts == 0) {{
+        # The stale-if-error states below are this VCL's own; a client must not pick one.
+        unset req.http.x-redline-stale;
+    }} elsif (req.http.x-redline-stale == "refresh") {{
+        # Past stale-while-revalidate: the stale object must not be served unless fetching fails.
+        set req.grace = 0s;
+    }} elsif (req.http.x-redline-stale == "serve") {{
+        # req.grace outlives a restart; give the object's own grace back.
+        set req.grace = 3650d;
     }}
 }}
 
+sub vcl_hit {{
+    if (obj.ttl < 0s && obj.http.x-redline-swr && req.http.x-redline-stale != "serve"
+        && obj.ttl + std.duration(obj.http.x-redline-swr, 0s) <= 0s) {{
+        # Only stale-if-error keeps this object: try the backend first.
+        set req.http.x-redline-stale = "refresh";
+        return (restart);
+    }}
+}}
+
+sub vcl_backend_response {{
+    if (beresp.status >= 500
+        && (bereq.is_bgfetch || bereq.http.x-redline-stale == "refresh")) {{
+        # Keep the stale object rather than replacing it with an error.
+        return (abandon);
+    }}
+    if (beresp.http.Cache-Control ~ "(?i)(^|[ ,])stale-if-error=[0-9]+") {{
+        set beresp.http.x-redline-swr = "" + beresp.grace + "s";
+        set beresp.grace = std.duration(
+            regsub(beresp.http.Cache-Control,
+                "(?i)^(.*[ ,])?stale-if-error=([0-9]+).*$", "\\2s"),
+            0s);
+        if (beresp.grace < std.duration(beresp.http.x-redline-swr, 0s)) {{
+            set beresp.grace = std.duration(beresp.http.x-redline-swr, 0s);
+            unset beresp.http.x-redline-swr;
+        }}
+    }}
+}}
+
+sub vcl_backend_error {{
+    if (bereq.is_bgfetch || bereq.http.x-redline-stale == "refresh") {{
+        return (abandon);
+    }}
+}}
+
+sub vcl_deliver {{
+    unset resp.http.x-redline-swr;
+    unset resp.http.xkey;
+    unset resp.http.Surrogate-Key;
+    unset resp.http.Cache-Tag;
+}}
+
 sub vcl_synth {{
+    if (req.http.x-redline-stale == "refresh" && resp.status == 503) {{
+        # The synchronous fetch failed: serve the object stale-if-error kept.
+        set req.http.x-redline-stale = "serve";
+        return (restart);
+    }}
     if (req.method == "PURGE" && req.http.xkey-purged) {{
         set resp.http.xkey-purged = req.http.xkey-purged;
     }}

@@ -203,3 +203,49 @@ def test_interim_partial_and_not_modified_are_never_stored(status):
 @pytest.mark.parametrize("status", [204, 301, 404, 410])
 def test_status_cacheable_by_default_is_stored(status):
     assert shared_cache_may_store(ANON, status, [])
+
+
+# -- tags, validator, vary_user ---------------------------------------------------------------
+
+
+def test_tags_for_fills_templates_from_path_params_and_deduplicates():
+    policy = CachePolicy("public", max_age=5, tags=("fund:{fund_id}", "funds", "funds"))
+    assert policy.tags_for({"fund_id": 7}) == ("fund:7", "funds")
+
+
+def test_tags_for_percent_encodes_what_a_tag_cannot_hold():
+    policy = CachePolicy(tags=("name:{name}",))
+    assert policy.tags_for({"name": "a b,c%é"}) == ("name:a%20b%2Cc%25%C3%A9",)
+
+
+def test_tags_for_names_route_and_template_when_a_parameter_is_missing():
+    policy = CachePolicy(tags=("fund:{fund_id}",))
+    with pytest.raises(
+        CachePolicyError, match=r"'fund:\{fund_id\}' on route '/funds/\{id\}'.*'id'"
+    ):
+        policy.tags_for({"id": 1}, "/funds/{id}")
+
+
+@pytest.mark.parametrize(
+    ("tags", "why"),
+    [
+        ("fund:{fund_id}", "give a tuple"),
+        (("fund {id}",), "' ' is not allowed"),
+        (("a,{id}",), "',' is not allowed"),
+        (("{id!r}",), "plainly"),
+        (("{id:>4}",), "plainly"),
+        (("{0}",), "plainly"),
+        (("{",), "Single '{'"),
+        (("",), "non-empty"),
+        ((7,), "non-empty str"),
+    ],
+)
+def test_invalid_tag_templates_are_refused(tags, why):
+    with pytest.raises(CachePolicyError, match=why):
+        CachePolicy(tags=tags)
+
+
+@pytest.mark.parametrize("field", ["validator", "vary_user"])
+def test_validator_and_vary_user_must_be_callable(field):
+    with pytest.raises(CachePolicyError, match=f"CachePolicy.{field}=.*callable"):
+        CachePolicy(**{field: "fund.version"})

@@ -1,14 +1,21 @@
-"""HTTP caching building blocks: Cache-Control policies, ETags and conditional requests.
+"""HTTP caching for ASGI apps: Cache-Control policies, ETags and 304s (before the handler with
+a validator), a response cache on redline.cache, and surrogate keys for CDN purge.
 
-These are pure functions and values; the ASGI middleware and the response cache built on them
-come next (issue 5).
+See docs/http-cache.md.
 """
 
+from redline.http._compress import (
+    CompressionError,
+    CompressionMiddleware,
+    is_compressible,
+    negotiate_encoding,
+)
 from redline.http._conditional import (
     etag_matches,
     http_date,
     not_modified,
     parse_etags,
+    parse_http_date,
     strong_etag,
     weak_etag,
 )
@@ -21,21 +28,50 @@ from redline.http._policy import (
     parse_cache_control,
     shared_cache_may_store,
 )
+from redline.http._purge import (
+    CloudflarePurger,
+    FastlyPurger,
+    PurgeAdapter,
+    PurgeError,
+    PurgeOutcome,
+    Purger,
+    PurgeResult,
+    SyncPurger,
+    VarnishPurger,
+)
+from redline.http._surrogate import SurrogateKeyError, check_surrogate_tags, surrogate_headers
 
 __all__ = [
+    "CloudflarePurger",
+    "CompressionError",
+    "CompressionMiddleware",
+    "FastlyPurger",
+    "PurgeAdapter",
+    "PurgeError",
+    "PurgeOutcome",
+    "PurgeResult",
+    "Purger",
+    "SyncPurger",
+    "VarnishPurger",
     "CachePolicy",
     "CachePolicyError",
     "CacheRouteError",
     "HTTPCacheMiddleware",
     "Headers",
+    "SurrogateKeyError",
     "Visibility",
     "cache_policy",
+    "check_surrogate_tags",
     "etag_matches",
     "http_date",
+    "is_compressible",
+    "negotiate_encoding",
     "not_modified",
     "parse_cache_control",
     "parse_etags",
+    "parse_http_date",
     "shared_cache_may_store",
     "strong_etag",
+    "surrogate_headers",
     "weak_etag",
 ]

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
+from decimal import Decimal
 from email.utils import format_datetime, parsedate_to_datetime
-from typing import Literal
+from typing import Any, Literal
 
 from redline.http._policy import Headers, header_values
 
@@ -86,7 +89,8 @@ def http_date(moment: datetime | float) -> str:
     return format_datetime(_as_utc(moment).replace(microsecond=0), usegmt=True)
 
 
-def _parse_http_date(value: str) -> datetime | None:
+def parse_http_date(value: str) -> datetime | None:
+    """An HTTP date as an aware UTC datetime, or None when it does not parse."""
     try:
         parsed = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
@@ -117,8 +121,51 @@ def not_modified(
     if_modified_since = header_values(request_headers, "if-modified-since")
     if last_modified is None or len(if_modified_since) != 1:
         return False
-    since = _parse_http_date(if_modified_since[0])
+    since = parse_http_date(if_modified_since[0])
     if since is None:
         return False
     # HTTP dates have one-second resolution, so a sub-second Last-Modified must be truncated.
     return _as_utc(last_modified).replace(microsecond=0) <= since
+
+
+def validators_from(result: Any, context: Iterable[str] = ()) -> tuple[str | None, datetime | None]:
+    """(ETag, Last-Modified) from what a route's ``validator`` returned.
+
+    An ETag string (``'"v7"'`` or ``'W/"v7"'``) is used as is; a datetime is the last-modified
+    time; any other str, bytes, int, UUID or Decimal is a version, hashed with ``context`` (the
+    values of the request headers the response varies on, so each representation gets its own
+    tag) into a stable strong ETag; a (version, datetime) pair gives both; None gives neither.
+    """
+    if isinstance(result, tuple) and len(result) == 2:
+        version, modified = result
+        if modified is not None and not isinstance(modified, datetime):
+            raise TypeError(
+                f"validator returned {result!r}: the second item must be a datetime or None"
+            )
+        return _etag_from(version, context), modified
+    if isinstance(result, datetime):
+        return None, result
+    return _etag_from(result, context), None
+
+
+def _etag_from(version: Any, context: Iterable[str]) -> str | None:
+    if version is None:
+        return None
+    if isinstance(version, str) and version.startswith(('"', 'W/"')):
+        if parse_etags(version) != [version]:
+            raise ValueError(f"validator returned {version!r}, which is not one valid entity-tag")
+        return version
+    if isinstance(version, bytes):
+        raw = b"b:" + version
+    elif isinstance(version, str):
+        raw = b"s:" + version.encode()
+    elif isinstance(version, (int, uuid.UUID, Decimal)) and not isinstance(version, bool):
+        raw = f"{type(version).__name__}:{version}".encode()
+    else:
+        raise TypeError(
+            f"validator returned {version!r}: give an ETag string, a version (str, bytes, int,"
+            " UUID, Decimal), a datetime, a (version, datetime) pair, or None"
+        )
+    for value in context:
+        raw += b"\0" + value.encode("latin-1", "replace")
+    return strong_etag(raw)

@@ -1,25 +1,44 @@
-"""HTTPCacheMiddleware: Cache-Control policies, strong ETags and 304s for any ASGI app.
+"""HTTPCacheMiddleware: Cache-Control policies, ETags, 304s, surrogate keys and a response cache.
 
-Policies are found, first match wins: a ``@cache_policy`` mark on the routed endpoint, then
+Policies are found, first match wins: a ``@cache_policy`` mark on the endpoint, then
 ``policies`` (a callable, or a mapping of path patterns), then ``default``. A pattern is an
 exact path (``"/about"``) or a prefix glob (``"/static/*"``, matching ``/static/`` and
 everything below it, not ``/static``); the longest matching prefix wins, an exact path beats
-any glob. Both are matched against ``scope["path"]`` after the app has routed the request, so a
-callable may read ``scope["endpoint"]`` and ``scope["path_params"]``.
+any glob. The route is found before the app runs, from the app's own Starlette/FastAPI routes
+(see ``_routing``), so a callable may read ``scope["endpoint"]`` and ``scope["path_params"]``;
+for other apps the callable is asked again with the routed scope when the response starts.
 
+A request then goes, in order: the policy's ``validator`` (a 304 without running the handler),
+the response cache when one is configured (a hit without running the handler), the handler.
 Only 2xx answers to GET and HEAD are touched. HEAD bodies are empty, so HEAD responses are only
-answered 304 against an ETag the handler set itself.
+answered 304 against an ETag the handler or a validator set.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any, TypeVar
 
 from redline._exceptions import RedlineError
-from redline.http._conditional import not_modified, strong_etag
-from redline.http._policy import CachePolicy, header_values
+from redline.http._conditional import not_modified, validators_from
+from redline.http._policy import CachePolicy, header_values, shared_cache_may_store
+from redline.http._responder import (
+    Conditional,
+    Decorator,
+    Exchange,
+    policy_headers,
+    send_304,
+)
+from redline.http._response_cache import DEFAULT_IGNORED_QUERY, ResponseCache
+from redline.http._routing import RouteMatcher
+from redline.http._surrogate import (
+    SURROGATE_STYLES,
+    SurrogateKeyError,
+    check_surrogate_styles,
+    surrogate_headers,
+)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -28,20 +47,10 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 PolicySource = Mapping[str, CachePolicy] | Callable[[Scope], CachePolicy | None]
 
+log = logging.getLogger("redline.http")
+
 _Endpoint = TypeVar("_Endpoint")
 _POLICY_ATTRIBUTE = "__redline_cache_policy__"
-# RFC 9110 §15.4.5: a 304 carries the validators and caching fields of the 200 it stands for,
-# but no representation metadata, which would describe a body that is not there.
-_NOT_IN_304 = frozenset(
-    {
-        b"content-length",
-        b"content-type",
-        b"content-encoding",
-        b"content-language",
-        b"content-range",
-        b"transfer-encoding",
-    }
-)
 
 
 class CacheRouteError(RedlineError, ValueError):
@@ -94,7 +103,15 @@ class _RouteTable:
 
 
 class HTTPCacheMiddleware:
-    """Pure ASGI middleware adding Cache-Control, Vary and strong ETags, and answering 304."""
+    """Pure ASGI middleware: policies, validators and 304s, surrogate keys, a response cache.
+
+    ``cache`` (a :class:`redline.cache.Cache`) turns on the response cache; ``surrogate_keys``
+    chooses the tag headers (``()`` for none); ``session_cookies`` names the cookies that make
+    a request personal (None: any cookie does); ``ignored_query`` lists query parameters (globs
+    such as ``"utm_*"``) left out of cache keys; ``cache_header`` names the HIT/MISS/STALE/BYPASS
+    header (None for none); ``max_body`` bounds stored bodies; ``max_ttl`` bounds how long an
+    entry is kept; ``router`` overrides the router whose routes are matched before the app runs.
+    """
 
     def __init__(
         self,
@@ -104,13 +121,29 @@ class HTTPCacheMiddleware:
         default: CachePolicy | None = None,
         etag: bool = True,
         max_etag_body: int = 8 << 20,
+        cache: Any = None,
+        surrogate_keys: Iterable[str] = SURROGATE_STYLES,
+        session_cookies: Iterable[str] | None = None,
+        ignored_query: Iterable[str] = DEFAULT_IGNORED_QUERY,
+        cache_header: str | None = "X-Cache",
+        max_body: int = 1 << 20,
+        max_ttl: int = 86400,
+        router: Any = None,
     ) -> None:
         if default is not None and not isinstance(default, CachePolicy):
             raise CacheRouteError(f"default={default!r}: give a CachePolicy or None")
-        if isinstance(max_etag_body, bool) or not isinstance(max_etag_body, int):
-            raise CacheRouteError(f"max_etag_body={max_etag_body!r}: give a number of bytes")
-        if max_etag_body < 0:
-            raise CacheRouteError(f"max_etag_body={max_etag_body}: must be >= 0")
+        _check_size("max_etag_body", max_etag_body)
+        _check_size("max_body", max_body)
+        _check_size("max_ttl", max_ttl)
+        try:
+            self.surrogate_keys = check_surrogate_styles(surrogate_keys)
+        except SurrogateKeyError as exc:
+            raise CacheRouteError(f"surrogate_keys: {exc}") from None
+        if isinstance(session_cookies, str):
+            raise CacheRouteError(
+                f"session_cookies={session_cookies!r}: give a tuple of names, e.g. ('session',)"
+            )
+        self.session_cookies = None if session_cookies is None else frozenset(session_cookies)
         self.app = app
         self.default = default
         self.etag = etag
@@ -118,12 +151,39 @@ class HTTPCacheMiddleware:
         self._route_policy: Callable[[Scope], CachePolicy | None] = (
             policies if callable(policies) else _RouteTable(policies or {})
         )
+        self.route_matcher = RouteMatcher(app, router)
+        self.response_cache: ResponseCache | None = None
+        if cache is not None:
+            self.response_cache = ResponseCache(
+                self,
+                cache,
+                ignored_query=ignored_query,
+                header=cache_header,
+                max_body=max_body,
+                max_ttl=max_ttl,
+            )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
-        await self.app(scope, receive, _Responder(self, scope, send).send)
+        exchange = Exchange(self, scope)
+        policy = exchange.policy
+        if (
+            policy is not None
+            and policy.validator is not None
+            and await self.validate(exchange, policy)
+        ):
+            await self.send_validated_304(exchange, policy, send)
+            return
+        if self.response_cache is not None and policy is not None:
+            await self.response_cache.handle(exchange, receive, send)
+            return
+        await self.run(exchange, scope, receive, Conditional(scope, send).send)
+
+    async def run(self, exchange: Exchange, app_scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app for ``exchange``, its response decorated on the way to ``send``."""
+        await self.app(app_scope, receive, Decorator(exchange, send, app_scope).send)
 
     def policy_for(self, scope: Scope) -> CachePolicy | None:
         """The policy for a routed request: endpoint mark, then policies, then default."""
@@ -135,131 +195,63 @@ class HTTPCacheMiddleware:
         policy = self._route_policy(scope)
         return self.default if policy is None else policy
 
+    def is_personal(self, headers: Iterable[tuple[bytes, bytes]]) -> bool:
+        """Whether a request carries credentials: Authorization, or a session cookie."""
+        if header_values(headers, "authorization"):
+            return True
+        cookies = header_values(headers, "cookie")
+        if self.session_cookies is None:
+            return any(cookie.strip() for cookie in cookies)
+        names = {item.split("=", 1)[0].strip() for cookie in cookies for item in cookie.split(";")}
+        return not names.isdisjoint(self.session_cookies)
 
-class _Responder:
-    """One response on its way out: headers decided at start, body buffered for the ETag."""
-
-    def __init__(self, middleware: HTTPCacheMiddleware, scope: Scope, send: Send) -> None:
-        self.middleware = middleware
-        self.scope = scope
-        self.downstream = send
-        self.start: Message | None = None
-        self.chunks: list[bytes] = []
-        self.size = 0
-        self.mode = "pass"  # "buffer" while hashing, "swallow" once a 304 has been sent
-
-    async def send(self, message: Message) -> None:
-        if self.mode == "swallow":
-            return
-        if message["type"] == "http.response.start":
-            await self.on_start(message)
-            return
-        if self.mode != "buffer":
-            await self.downstream(message)
-            return
-        if message["type"] != "http.response.body":
-            await self.release(more_body=True)
-            await self.downstream(message)
-            return
-        body = message.get("body", b"")
-        self.chunks.append(body)
-        self.size += len(body)
-        if not message.get("more_body", False):
-            await self.finish()
-        elif self.size > self.middleware.max_etag_body:
-            # Too big to hold: the body streams on untagged rather than sitting in memory.
-            await self.release(more_body=True)
-
-    async def on_start(self, message: Message) -> None:
-        status = message["status"]
-        headers = list(message.get("headers", []))
-        if not 200 <= status < 300:
-            await self.downstream(message)
-            return
-        policy = self.middleware.policy_for(self.scope)
-        if policy is not None:
-            headers = self.apply(policy, headers)
-        start = {**message, "headers": headers}
-        etags = header_values(headers, "etag")
-        if etags:
-            if self.is_not_modified(etags[0]):
-                await self.send_304(headers)
-            else:
-                await self.downstream(start)
-            return
-        lengths = header_values(headers, "content-length")
-        if (
-            self.middleware.etag
-            and self.scope["method"] == "GET"
-            # 206 is a part of the representation and 204 has none: neither gets a body hash.
-            and status not in (204, 206)
-            # no-store means nothing is kept to revalidate, so hashing would be wasted work.
-            and (policy is None or policy.visibility != "no-store")
-            and not (
-                lengths and lengths[0].isdigit() and int(lengths[0]) > self.middleware.max_etag_body
-            )
-        ):
-            self.start = start
-            self.mode = "buffer"
-            return
-        await self.downstream(start)
-
-    def apply(
-        self, policy: CachePolicy, headers: list[tuple[bytes, bytes]]
-    ) -> list[tuple[bytes, bytes]]:
-        """Headers with the policy's Cache-Control (unless the handler set one) and Vary."""
-        if not header_values(headers, "cache-control"):
-            request = self.scope.get("headers", [])
-            personal = header_values(request, "authorization") or header_values(request, "cookie")
-            if policy.visibility == "public" and (personal or header_values(headers, "set-cookie")):
-                # Secure by default: a response to a credentialed request, or one setting a
-                # cookie, may be one user's data; a shared cache must never hand it to another.
-                # The browser may still keep it for max-age, so only public/s-maxage go.
-                policy = dataclasses.replace(policy, visibility="private", s_maxage=None)
-            headers.append((b"cache-control", policy.header().encode("latin-1")))
-        if policy.vary:
-            present = [
-                name.strip()
-                for line in header_values(headers, "vary")
-                for name in line.split(",")
-                if name.strip()
+    async def validate(self, exchange: Exchange, policy: CachePolicy) -> bool:
+        """Ask the route's validator; True when the request can be answered 304 right away."""
+        assert policy.validator is not None
+        try:
+            result = policy.validator(_request(exchange.view))
+            if inspect.isawaitable(result):
+                result = await result
+            context = [
+                ", ".join(header_values(exchange.scope.get("headers", []), name))
+                for name in policy.vary
             ]
-            lowered = {name.lower() for name in present}
-            missing = [name for name in policy.vary if name.lower() not in lowered]
-            if missing and "*" not in lowered:
-                merged = ["*"] if "*" in missing else present + missing
-                headers = [(k, v) for k, v in headers if k.lower() != b"vary"]
-                headers.append((b"vary", ", ".join(merged).encode("latin-1")))
-        return headers
+            exchange.etag, exchange.last_modified = validators_from(result, context)
+        except Exception:
+            # A failing validator (its database is down, say) costs the shortcut, not the page.
+            log.exception("validator of route %s failed; running the handler", exchange.template)
+            return False
+        return not_modified(
+            exchange.scope.get("headers", []),
+            exchange.etag,
+            exchange.last_modified,
+            method=exchange.scope["method"],
+        )
 
-    def is_not_modified(self, etag: str) -> bool:
-        return not_modified(self.scope.get("headers", []), etag, method=self.scope["method"])
+    async def send_validated_304(self, exchange: Exchange, policy: CachePolicy, send: Send) -> None:
+        headers = policy_headers(policy, [], exchange.personal)
+        headers += exchange.validator_headers()
+        if exchange.tags and self.surrogate_keys:
+            request = exchange.scope.get("headers", [])
+            if shared_cache_may_store(request, 200, headers):
+                try:
+                    headers += surrogate_headers(exchange.tags, self.surrogate_keys)
+                except SurrogateKeyError as exc:
+                    log.warning("route %s: %s", exchange.template, exc)
+        await send_304(send, headers)
 
-    async def send_304(self, headers: list[tuple[bytes, bytes]]) -> None:
-        kept = [(k, v) for k, v in headers if k.lower() not in _NOT_IN_304]
-        await self.downstream({"type": "http.response.start", "status": 304, "headers": kept})
-        await self.downstream({"type": "http.response.body", "body": b"", "more_body": False})
-        self.mode = "swallow"
 
-    async def finish(self) -> None:
-        assert self.start is not None
-        body = b"".join(self.chunks)
-        etag = strong_etag(body)
-        headers = [*self.start["headers"], (b"etag", etag.encode("latin-1"))]
-        self.mode = "pass"
-        if self.is_not_modified(etag):
-            await self.send_304(headers)
-            return
-        await self.downstream({**self.start, "headers": headers})
-        await self.downstream({"type": "http.response.body", "body": body, "more_body": False})
+def _request(scope: Scope) -> Any:
+    """A validator's argument: a Starlette Request when Starlette is installed, else the scope."""
+    try:
+        from starlette.requests import Request
+    except ImportError:  # pragma: no cover - Starlette is in the web extra
+        return scope
+    return Request(scope)
 
-    async def release(self, *, more_body: bool) -> None:
-        assert self.start is not None
-        self.mode = "pass"
-        await self.downstream(self.start)
-        if self.chunks:
-            body = b"".join(self.chunks)
-            await self.downstream(
-                {"type": "http.response.body", "body": body, "more_body": more_body}
-            )
-        self.chunks = []
+
+def _check_size(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CacheRouteError(f"{name}={value!r}: give a whole number")
+    if value < 0:
+        raise CacheRouteError(f"{name}={value}: must be >= 0")

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from functools import lru_cache
+from string import Formatter
+from typing import Any, Literal
+from urllib.parse import quote
 
 from redline._exceptions import RedlineError
+from redline.http._surrogate import SurrogateKeyError, check_surrogate_tags
 
 Visibility = Literal["public", "private", "no-store"]
 # A Mapping (str keys, e.g. Starlette's Headers) or ASGI-style (name, value) pairs, str or bytes.
@@ -21,6 +25,9 @@ _DELTA_MAX = 2**31
 # RFC 9110 §15.1: status codes heuristically cacheable, minus 206: this cache does not combine
 # partial content (RFC 9111 §3.3), so 206 and 304 are never stored.
 _CACHEABLE_BY_DEFAULT = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
+# What a path parameter may put into a tag unescaped: printable ASCII but for the separators
+# CDNs split on, and '%' itself so that an escaped value can never collide with a raw one.
+_TAG_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in ",%")
 
 
 class CachePolicyError(RedlineError, ValueError):
@@ -29,7 +36,15 @@ class CachePolicyError(RedlineError, ValueError):
 
 @dataclass(frozen=True, slots=True)
 class CachePolicy:
-    """How one route's responses may be cached; ages are in seconds, None means absent."""
+    """How one route's responses may be cached; ages are in seconds, None means absent.
+
+    ``tags`` are templates such as ``"fund:{fund_id}"`` filled from the route's path parameters;
+    they become surrogate-key headers and the response cache's invalidation tags.
+    ``validator(request)`` returns the current ETag, version or last-modified time cheaply, so
+    a matching conditional request is answered 304 without running the handler.
+    ``vary_user(scope)`` returns the user a response belongs to; only then may responses to
+    credentialed requests enter the response cache, keyed by that user.
+    """
 
     visibility: Visibility = "private"
     max_age: int | None = None
@@ -40,6 +55,9 @@ class CachePolicy:
     no_cache: bool = False
     immutable: bool = False
     vary: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    validator: Callable[[Any], Any] | None = None
+    vary_user: Callable[[Any], Any] | None = None
 
     def __post_init__(self) -> None:
         if self.visibility not in _VISIBILITIES:
@@ -66,6 +84,17 @@ class CachePolicy:
                 raise CachePolicyError(f"CachePolicy.vary: {name!r} is not a header field name")
         if "*" in self.vary and len(self.vary) > 1:
             raise CachePolicyError("CachePolicy.vary: '*' already varies on everything; use alone")
+        if isinstance(self.tags, str):
+            raise CachePolicyError(
+                f"CachePolicy.tags={self.tags!r}: give a tuple of tags, e.g. ('fund:{{fund_id}}',)"
+            )
+        object.__setattr__(self, "tags", tuple(self.tags))
+        for template in self.tags:
+            _parse_tag(template)
+        for name in ("validator", "vary_user"):
+            value = getattr(self, name)
+            if value is not None and not callable(value):
+                raise CachePolicyError(f"CachePolicy.{name}={value!r}: must be callable or None")
         self._check_consistent()
 
     def _check_consistent(self) -> None:
@@ -117,17 +146,79 @@ class CachePolicy:
         """The Vary value, or None when the response does not vary."""
         return ", ".join(self.vary) or None
 
+    def tags_for(self, path_params: Mapping[str, Any], route: str = "") -> tuple[str, ...]:
+        """The tags with ``{param}`` filled from ``path_params``; ``route`` is named in errors.
+
+        Characters a tag may not hold (whitespace, commas, non-ASCII, '%') are percent-encoded
+        as UTF-8, the way ``urllib.parse.quote`` does, so write paths purge the same string.
+        """
+        rendered: dict[str, None] = {}
+        for template in self.tags:
+            parts = []
+            for literal, name in _parse_tag(template):
+                if name is None:
+                    parts.append(literal)
+                    continue
+                if name not in path_params:
+                    raise CachePolicyError(
+                        f"CachePolicy.tags template {template!r} on route {route or '?'!r} needs"
+                        f" path parameter {name!r}, but the route has"
+                        f" {sorted(path_params) or 'none'}"
+                    )
+                parts.append(quote(str(path_params[name]), safe=_TAG_SAFE))
+            rendered["".join(parts)] = None
+        return tuple(rendered)
+
+
+@lru_cache(maxsize=1024)
+def _parse_tag(template: object) -> tuple[tuple[str, str | None], ...]:
+    """A tag template as (literal, None) and (\"\", param name) parts, validated."""
+    if not isinstance(template, str) or not template:
+        raise CachePolicyError(f"CachePolicy.tags: {template!r} must be a non-empty str")
+    parts: list[tuple[str, str | None]] = []
+    try:
+        parsed = list(Formatter().parse(template))
+    except ValueError as exc:
+        raise CachePolicyError(f"CachePolicy.tags template {template!r}: {exc}") from None
+    for literal, name, spec, conversion in parsed:
+        if literal:
+            try:
+                check_surrogate_tags((literal,))
+            except SurrogateKeyError as exc:
+                raise CachePolicyError(f"CachePolicy.tags template {template!r}: {exc}") from None
+            parts.append((literal, None))
+        if name is None:
+            continue
+        if not name.isidentifier() or spec or conversion:
+            raise CachePolicyError(
+                f"CachePolicy.tags template {template!r}: {{{name}}} must name a path"
+                " parameter plainly, as in 'fund:{fund_id}', without format spec or conversion"
+            )
+        parts.append(("", name))
+    return tuple(parts)
+
 
 def header_values(headers: Headers, name: str) -> list[str]:
     """Every value of one field, case-insensitively, in order; bytes are decoded as latin-1."""
     wanted = name.lower()
-    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    # ASGI header lists are the common case and on every request's path: test them first,
+    # the Mapping ABC check costs more than the scan.
+    pairs = (
+        headers
+        if type(headers) is list
+        else headers.items()
+        if isinstance(headers, Mapping)
+        else headers
+    )
+    wanted_bytes = wanted.encode("latin-1")
     found = []
     for key, value in pairs:
-        if isinstance(key, bytes):
-            key = key.decode("latin-1")
-        if key.lower() == wanted:
-            found.append(value.decode("latin-1") if isinstance(value, bytes) else value)
+        if type(key) is bytes:
+            if key != wanted_bytes and key.lower() != wanted_bytes:
+                continue
+        elif key.lower() != wanted:
+            continue
+        found.append(value.decode("latin-1") if type(value) is bytes else value)
     return found
 
 
