@@ -1,0 +1,443 @@
+"""Funds, capital calls and payments: the fund administration half of the API.
+
+Reads are cache-aside (see ``_caching``); every write locks the rows it changes, commits, and
+only then calls ``invalidate_capital_call``. Status changes use optimistic concurrency: the
+client sends the ``version`` it read, and a stale one is answered 409 with the current
+version instead of overwriting someone else's change.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from redline.demo._caching import invalidate_capital_call
+from redline.demo._state import (
+    MAX_OFFSET,
+    CurrentUser,
+    State,
+    json_body,
+    json_response,
+    next_offset,
+    problem,
+)
+from redline.demo.models import CALL_TRANSITIONS
+from redline.demo.schemas import (
+    CallCreate,
+    CallDetail,
+    CallOut,
+    CallPage,
+    CallStatus,
+    CallStatusUpdate,
+    FundDetail,
+    FundOut,
+    FundPage,
+    PaymentCreate,
+    PaymentList,
+    PaymentOut,
+    StatusTotal,
+)
+
+router = APIRouter(tags=["funds and capital calls"])
+
+Limit = Annotated[int, Query(ge=1, le=200)]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
+
+_CALL_COLUMNS = """
+    c.id, c.fund_id, f.name AS fund_name, c.investor_id, i.name AS investor_name, c.amount,
+    c.due_date, c.status, c.version, c.created_at, c.updated_at
+"""
+_CALL_TABLES = """
+    FROM capital_calls c
+    JOIN funds f ON f.id = c.fund_id
+    JOIN investors i ON i.id = c.investor_id
+"""
+
+
+def query_error(field: str, message: str, where: str = "query") -> HTTPException:
+    """A 422 shaped like FastAPI's own validation errors, naming ``field``."""
+    return HTTPException(
+        422, detail=[{"loc": [where, field], "msg": message, "type": "value_error"}]
+    )
+
+
+async def _rows(connection: AsyncConnection, sql: str, params: dict[str, Any]) -> list[Any]:
+    return list((await connection.execute(text(sql), params)).mappings())
+
+
+# -- funds ----------------------------------------------------------------------------------
+
+
+@router.get("/funds", response_model=FundPage)
+async def list_funds(
+    state: State,
+    currency: Annotated[str | None, Query(pattern=r"^[A-Z]{3}$")] = None,
+    vintage_year: Annotated[int | None, Query(ge=1900, le=2100)] = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+):
+    """Funds by id, optionally of one currency or vintage."""
+
+    async def load() -> bytes:
+        where, params = ["TRUE"], {"limit": limit + 1, "offset": offset}
+        if currency is not None:
+            where.append("currency = :currency")
+            params["currency"] = currency
+        if vintage_year is not None:
+            where.append("vintage_year = :vintage")
+            params["vintage"] = vintage_year
+        async with state.engine.connect() as connection:
+            rows = await _rows(
+                connection,
+                "SELECT id, name, vintage_year, currency, target_size FROM funds "
+                f"WHERE {' AND '.join(where)} ORDER BY id LIMIT :limit OFFSET :offset",
+                params,
+            )
+        following = next_offset(rows, limit, offset)
+        items = [FundOut.model_validate(row) for row in rows]
+        page = FundPage(items=items, limit=limit, offset=offset, next_offset=following)
+        return json_body(page)
+
+    return await state.cached(f"funds:{currency}:{vintage_year}:{limit}:{offset}", load, "funds")
+
+
+async def _status_totals(connection: AsyncConnection, fund_id: int) -> list[StatusTotal]:
+    rows = await _rows(
+        connection,
+        """
+        SELECT c.status, count(*) AS calls, sum(c.amount) AS amount,
+               coalesce(sum(p.paid), 0)::numeric(18, 2) AS paid
+        FROM capital_calls c
+        LEFT JOIN (
+            SELECT capital_call_id, sum(amount) AS paid FROM payments
+            WHERE capital_call_id IN (SELECT id FROM capital_calls WHERE fund_id = :fund)
+            GROUP BY capital_call_id
+        ) p ON p.capital_call_id = c.id
+        WHERE c.fund_id = :fund
+        GROUP BY c.status ORDER BY c.status
+        """,
+        {"fund": fund_id},
+    )
+    return [StatusTotal.model_validate(row) for row in rows]
+
+
+@router.get("/funds/{fund_id}", response_model=FundDetail)
+async def get_fund(state: State, fund_id: int):
+    """One fund, with its commitments and its calls' totals per status."""
+
+    async def load() -> bytes:
+        async with state.engine.connect() as connection:
+            rows = await _rows(
+                connection,
+                """
+                SELECT f.id, f.name, f.vintage_year, f.currency, f.target_size,
+                       (SELECT coalesce(sum(amount), 0)::numeric(18, 2) FROM commitments
+                        WHERE fund_id = f.id)
+                           AS committed,
+                       (SELECT count(*) FROM commitments WHERE fund_id = f.id) AS investors
+                FROM funds f WHERE f.id = :fund
+                """,
+                {"fund": fund_id},
+            )
+            if not rows:
+                raise problem(404, "not_found", f"fund {fund_id} does not exist")
+            totals = await _status_totals(connection, fund_id)
+        return json_body(FundDetail(**rows[0], calls_by_status=totals))
+
+    return await state.cached(f"fund:{fund_id}", load, f"fund:{fund_id}")
+
+
+# -- capital calls --------------------------------------------------------------------------
+
+
+@router.get("/capital-calls", response_model=CallPage)
+async def list_calls(
+    state: State,
+    fund_id: Annotated[int | None, Query(ge=1)] = None,
+    investor_id: Annotated[int | None, Query(ge=1)] = None,
+    status: CallStatus | None = None,
+    due_from: dt.date | None = None,
+    due_to: dt.date | None = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+):
+    """Calls by due date, filtered by fund, investor, status and a due date range."""
+    if due_from is not None and due_to is not None and due_from > due_to:
+        raise query_error("due_to", f"due_to {due_to} is before due_from {due_from}")
+
+    async def load() -> bytes:
+        where, params = ["TRUE"], {"limit": limit + 1, "offset": offset}
+        for column, value in (
+            ("c.fund_id", fund_id),
+            ("c.investor_id", investor_id),
+            ("c.status", status),
+        ):
+            if value is not None:
+                name = column.split(".")[1]
+                where.append(f"{column} = :{name}")
+                params[name] = value
+        if due_from is not None:
+            where.append("c.due_date >= :due_from")
+            params["due_from"] = due_from
+        if due_to is not None:
+            where.append("c.due_date <= :due_to")
+            params["due_to"] = due_to
+        async with state.engine.connect() as connection:
+            rows = await _rows(
+                connection,
+                f"SELECT {_CALL_COLUMNS} {_CALL_TABLES} WHERE {' AND '.join(where)} "
+                "ORDER BY c.due_date, c.id LIMIT :limit OFFSET :offset",
+                params,
+            )
+        following = next_offset(rows, limit, offset)
+        items = [CallOut.model_validate(row) for row in rows]
+        return json_body(CallPage(items=items, limit=limit, offset=offset, next_offset=following))
+
+    key = f"calls:{fund_id}:{investor_id}:{status}:{due_from}:{due_to}:{limit}:{offset}"
+    # A list within one fund changes only with that fund's calls.
+    tag = f"fund:{fund_id}" if fund_id is not None else "calls"
+    return await state.cached(key, load, tag)
+
+
+@router.get("/capital-calls/search", response_model=CallPage)
+async def search_calls(
+    state: State,
+    q: Annotated[str, Query(min_length=3, max_length=100)],
+    limit: Limit = 20,
+    offset: Offset = 0,
+):
+    """Calls whose investor's or fund's name contains ``q`` (any case), latest due first.
+
+    ``ILIKE '%q%'`` finds substrings anywhere in a name; revision ``"indexes"`` adds GIN
+    trigram indexes on both names, which serve it (hence the 3-character minimum).
+    """
+    needle = q.strip().lower()
+    if len(needle) < 3:
+        raise query_error("q", "give at least 3 characters besides spaces")
+    pattern = "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+    async def load() -> bytes:
+        async with state.engine.connect() as connection:
+            rows = await _rows(
+                connection,
+                f"""
+                SELECT {_CALL_COLUMNS} {_CALL_TABLES}
+                WHERE c.investor_id IN (SELECT id FROM investors WHERE name ILIKE :pattern)
+                   OR c.fund_id IN (SELECT id FROM funds WHERE name ILIKE :pattern)
+                ORDER BY c.due_date DESC, c.id DESC LIMIT :limit OFFSET :offset
+                """,
+                {"pattern": pattern, "limit": limit + 1, "offset": offset},
+            )
+        following = next_offset(rows, limit, offset)
+        items = [CallOut.model_validate(row) for row in rows]
+        return json_body(CallPage(items=items, limit=limit, offset=offset, next_offset=following))
+
+    return await state.cached(f"calls:search:{limit}:{offset}:{needle}", load, "calls")
+
+
+async def _call_detail(connection: AsyncConnection, call_id: int) -> CallDetail:
+    rows = await _rows(
+        connection,
+        f"""
+        SELECT {_CALL_COLUMNS},
+               (SELECT coalesce(sum(amount), 0)::numeric(18, 2) FROM payments
+                WHERE capital_call_id = c.id) AS paid
+        {_CALL_TABLES}
+        WHERE c.id = :call
+        """,
+        {"call": call_id},
+    )
+    if not rows:
+        raise problem(404, "not_found", f"capital call {call_id} does not exist")
+    row = rows[0]
+    return CallDetail(**row, outstanding=row["amount"] - row["paid"])
+
+
+@router.get("/capital-calls/{call_id}", response_model=CallDetail)
+async def get_call(state: State, call_id: int):
+    """One call, with what has been paid on it."""
+
+    async def load() -> bytes:
+        async with state.engine.connect() as connection:
+            return json_body(await _call_detail(connection, call_id))
+
+    return await state.cached(f"call:{call_id}", load, f"call:{call_id}")
+
+
+@router.post("/capital-calls", response_model=CallDetail, status_code=201)
+async def create_call(state: State, user: CurrentUser, body: CallCreate):
+    """Create a call (draft or issued) for an existing fund and investor."""
+    async with state.engine.begin() as connection:
+        found = (
+            await connection.execute(
+                text(
+                    "SELECT EXISTS (SELECT 1 FROM funds WHERE id = :fund), "
+                    "EXISTS (SELECT 1 FROM investors WHERE id = :investor)"
+                ),
+                {"fund": body.fund_id, "investor": body.investor_id},
+            )
+        ).one()
+        if not found[0]:
+            raise query_error("fund_id", f"fund {body.fund_id} does not exist", "body")
+        if not found[1]:
+            raise query_error("investor_id", f"investor {body.investor_id} does not exist", "body")
+        call_id = await connection.scalar(
+            text(
+                "INSERT INTO capital_calls (fund_id, investor_id, amount, due_date, status) "
+                "VALUES (:fund, :investor, :amount, :due, :status) RETURNING id"
+            ),
+            {
+                "fund": body.fund_id,
+                "investor": body.investor_id,
+                "amount": body.amount,
+                "due": body.due_date,
+                "status": body.status,
+            },
+        )
+        detail = await _call_detail(connection, call_id)
+    await invalidate_capital_call(state.cache, call_id, body.fund_id, body.investor_id)
+    response = json_response(json_body(detail), 201)
+    response.headers["location"] = f"/capital-calls/{call_id}"
+    return response
+
+
+@router.patch("/capital-calls/{call_id}/status", response_model=CallDetail)
+async def update_call_status(state: State, user: CurrentUser, call_id: int, body: CallStatusUpdate):
+    """Move a call to another status, if ``version`` is still the current one.
+
+    409 ``version_conflict`` (with ``current_version``) when someone changed the call since
+    the client read it; 409 ``invalid_transition`` when the status cannot follow the
+    current one (paid and cancelled are final).
+    """
+    async with state.engine.begin() as connection:
+        current = (
+            await connection.execute(
+                text(
+                    "SELECT status, version, fund_id, investor_id FROM capital_calls "
+                    "WHERE id = :call FOR UPDATE"
+                ),
+                {"call": call_id},
+            )
+        ).first()
+        if current is None:
+            raise problem(404, "not_found", f"capital call {call_id} does not exist")
+        status, version, fund_id, investor_id = current
+        if version != body.version:
+            raise problem(
+                409,
+                "version_conflict",
+                f"capital call {call_id} is at version {version}, not {body.version}; "
+                "read it again and retry",
+                current_version=version,
+            )
+        if body.status not in CALL_TRANSITIONS[status]:
+            allowed = sorted(CALL_TRANSITIONS[status]) or ["none: it is final"]
+            raise problem(
+                409,
+                "invalid_transition",
+                f"capital call {call_id} cannot go from {status} to {body.status}; "
+                f"allowed: {', '.join(allowed)}",
+                current_status=status,
+            )
+        await connection.execute(
+            text(
+                "UPDATE capital_calls SET status = :status, version = version + 1, "
+                "updated_at = now() WHERE id = :call"
+            ),
+            {"status": body.status, "call": call_id},
+        )
+        detail = await _call_detail(connection, call_id)
+    await invalidate_capital_call(state.cache, call_id, fund_id, investor_id)
+    return json_response(json_body(detail))
+
+
+# -- payments -------------------------------------------------------------------------------
+
+
+@router.get("/capital-calls/{call_id}/payments", response_model=PaymentList)
+async def list_payments(state: State, call_id: int):
+    """The payments made on one call, oldest first."""
+
+    async def load() -> bytes:
+        async with state.engine.connect() as connection:
+            exists = await connection.scalar(
+                text("SELECT EXISTS (SELECT 1 FROM capital_calls WHERE id = :call)"),
+                {"call": call_id},
+            )
+            if not exists:
+                raise problem(404, "not_found", f"capital call {call_id} does not exist")
+            rows = await _rows(
+                connection,
+                "SELECT id, capital_call_id, amount, reference, paid_at FROM payments "
+                "WHERE capital_call_id = :call ORDER BY paid_at, id",
+                {"call": call_id},
+            )
+        return json_body(PaymentList(items=[PaymentOut.model_validate(row) for row in rows]))
+
+    return await state.cached(f"call:{call_id}:payments", load, f"call:{call_id}")
+
+
+@router.post("/capital-calls/{call_id}/payments", response_model=PaymentOut, status_code=201)
+async def create_payment(state: State, user: CurrentUser, call_id: int, body: PaymentCreate):
+    """Record a payment on an issued or overdue call; the payment that settles it marks it paid.
+
+    409 ``not_payable`` for a call in another status, 409 ``overpayment`` for more than
+    what is outstanding.
+    """
+    async with state.engine.begin() as connection:
+        call = (
+            await connection.execute(
+                text(
+                    "SELECT status, amount, fund_id, investor_id, (SELECT coalesce(sum(amount), 0) "
+                    "FROM payments "
+                    "WHERE capital_call_id = c.id) FROM capital_calls c WHERE id = :call FOR UPDATE"
+                ),
+                {"call": call_id},
+            )
+        ).first()
+        if call is None:
+            raise problem(404, "not_found", f"capital call {call_id} does not exist")
+        status, amount, fund_id, investor_id, paid = call
+        if status not in ("issued", "overdue"):
+            raise problem(
+                409,
+                "not_payable",
+                f"capital call {call_id} is {status}; only issued or overdue calls take payments",
+            )
+        outstanding: Decimal = amount - paid
+        if body.amount > outstanding:
+            raise problem(
+                409,
+                "overpayment",
+                f"payment of {body.amount} exceeds the {outstanding} outstanding on call {call_id}",
+                outstanding=str(outstanding),
+            )
+        row = (
+            (
+                await connection.execute(
+                    text(
+                        "INSERT INTO payments (capital_call_id, amount, reference) "
+                        "VALUES (:call, :amount, :reference) "
+                        "RETURNING id, capital_call_id, amount, reference, paid_at"
+                    ),
+                    {"call": call_id, "amount": body.amount, "reference": body.reference},
+                )
+            )
+            .mappings()
+            .one()
+        )
+        if body.amount == outstanding:
+            await connection.execute(
+                text(
+                    "UPDATE capital_calls SET status = 'paid', version = version + 1, "
+                    "updated_at = now() WHERE id = :call"
+                ),
+                {"call": call_id},
+            )
+    await invalidate_capital_call(state.cache, call_id, fund_id, investor_id)
+    return json_response(json_body(PaymentOut.model_validate(row)), 201)

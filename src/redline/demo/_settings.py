@@ -1,0 +1,129 @@
+"""What the reference application runs on, and which of redline's layers it switches on.
+
+The demo measures each layer by running the same app under different ``Settings``:
+
+- ``dashboard_source``: ``"live"`` aggregates ``capital_calls`` and ``payments`` per
+  request; ``"matview"`` reads the ``dashboard_monthly`` materialized view (revision
+  ``"dashboard_view"``), refreshed every ``refresh_interval`` seconds.
+- ``cache``: ``"none"``, ``"l1"`` (``Cache.memory()``, per process) or ``"l1+l2"``
+  (``Cache.from_url(redis_url)``, shared through Redis).
+- ``metrics``: ``MetricsMiddleware``, ``/metrics``, the dashboard at ``/_redline/`` and the
+  engine and cache instrumented.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from redline.demo._dsn import plain_dsn
+from redline.demo._errors import DemoConfigError
+
+DashboardSource = Literal["live", "matview"]
+CacheMode = Literal["none", "l1", "l1+l2"]
+
+DASHBOARD_SOURCES: tuple[str, ...] = ("live", "matview")
+CACHE_MODES: tuple[str, ...] = ("none", "l1", "l1+l2")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Configuration of one ``create_app``; every bad value raises ``DemoConfigError``.
+
+    ==========================  ==============  ================================================
+    field                       default         meaning
+    ==========================  ==============  ================================================
+    ``dsn``                     (required)      PostgreSQL URL (``postgresql://...``)
+    ``dashboard_source``        ``"live"``      ``"live"`` or ``"matview"``
+    ``cache``                   ``"none"``      ``"none"``, ``"l1"`` or ``"l1+l2"``
+    ``redis_url``               ``None``        Redis URL; required by ``cache="l1+l2"``
+    ``metrics``                 ``False``       metrics middleware, ``/metrics``, dashboard
+    ``pool_size``               ``10``          connections kept open by the engine
+    ``max_overflow``            ``10``          extra connections under bursts
+    ``pool_timeout``            ``5.0`` s       wait for a free connection, then 503
+    ``statement_timeout``       ``5.0`` s       PostgreSQL cancels longer statements
+    ``cache_ttl``               ``60.0`` s      TTL of cached reads (writes invalidate sooner)
+    ``cache_namespace``         ``"demo"``      cache namespace (Redis key part)
+    ``refresh_interval``        ``5.0`` s       matview refresh period; 0 turns it off
+    ``session_ttl``             ``86400.0`` s   how long a login lasts
+    ``secure_cookies``          ``True``        session cookie only over HTTPS
+    ``registry``                ``None``        metrics ``Registry``; None = a new one per app
+    ==========================  ==============  ================================================
+    """
+
+    dsn: str
+    dashboard_source: DashboardSource = "live"
+    cache: CacheMode = "none"
+    redis_url: str | None = None
+    metrics: bool = False
+    pool_size: int = 10
+    max_overflow: int = 10
+    pool_timeout: float = 5.0
+    statement_timeout: float = 5.0
+    cache_ttl: float = 60.0
+    cache_namespace: str = "demo"
+    refresh_interval: float = 5.0
+    session_ttl: float = 86_400.0
+    secure_cookies: bool = True
+    registry: Any = None
+
+    def __post_init__(self) -> None:
+        plain_dsn(self.dsn)
+        if self.dashboard_source not in DASHBOARD_SOURCES:
+            raise DemoConfigError(
+                f"Settings.dashboard_source={self.dashboard_source!r}: choose one of "
+                f"{', '.join(map(repr, DASHBOARD_SOURCES))}"
+            )
+        if self.cache not in CACHE_MODES:
+            raise DemoConfigError(
+                f"Settings.cache={self.cache!r}: choose one of {', '.join(map(repr, CACHE_MODES))}"
+            )
+        if self.cache == "l1+l2" and not self.redis_url:
+            raise DemoConfigError(
+                "Settings.cache='l1+l2' needs Settings.redis_url (e.g. redis://127.0.0.1:6379/0)"
+            )
+        for name, minimum in (("pool_size", 1), ("max_overflow", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise DemoConfigError(f"Settings.{name}={value!r}: give an integer >= {minimum}")
+        for name in ("pool_timeout", "statement_timeout", "cache_ttl", "session_ttl"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise DemoConfigError(f"Settings.{name}={value!r}: give a number of seconds > 0")
+        interval = self.refresh_interval
+        if isinstance(interval, bool) or not isinstance(interval, int | float) or interval < 0:
+            raise DemoConfigError(
+                f"Settings.refresh_interval={interval!r}: give seconds >= 0 (0 turns it off)"
+            )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``DATABASE_URL``, ``REDIS_URL`` and ``REDLINE_DEMO_*`` variables.
+
+        ``REDLINE_DEMO_CACHE``, ``REDLINE_DEMO_DASHBOARD``, ``REDLINE_DEMO_METRICS`` (1/0),
+        ``REDLINE_DEMO_POOL_SIZE``; keyword ``overrides`` win over the environment.
+        """
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        if "DATABASE_URL" in env:
+            values["dsn"] = env["DATABASE_URL"]
+        if "REDIS_URL" in env:
+            values["redis_url"] = env["REDIS_URL"]
+        if "REDLINE_DEMO_CACHE" in env:
+            values["cache"] = env["REDLINE_DEMO_CACHE"]
+        if "REDLINE_DEMO_DASHBOARD" in env:
+            values["dashboard_source"] = env["REDLINE_DEMO_DASHBOARD"]
+        if "REDLINE_DEMO_METRICS" in env:
+            values["metrics"] = env["REDLINE_DEMO_METRICS"].lower() in ("1", "true", "yes", "on")
+        if "REDLINE_DEMO_POOL_SIZE" in env:
+            raw = env["REDLINE_DEMO_POOL_SIZE"]
+            try:
+                values["pool_size"] = int(raw)
+            except ValueError:
+                raise DemoConfigError(f"REDLINE_DEMO_POOL_SIZE={raw!r}: give an integer") from None
+        values.update(overrides)
+        if "dsn" not in values:
+            raise DemoConfigError("Settings need a dsn: set DATABASE_URL or pass dsn=...")
+        return cls(**values)

@@ -1,0 +1,1 @@
+"""Alembic migrations of the reference application; run them with ``redline.demo.upgrade``."""
