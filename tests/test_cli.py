@@ -39,17 +39,19 @@ def test_installed_script_prints_version() -> None:
     assert result.stdout == f"redline {__version__}\n"
 
 
-def test_demo_tours_the_cache_against_a_redis_it_starts_and_every_claim_passes() -> None:
-    result = subprocess.run([console_script(), "demo"], capture_output=True, text=True, timeout=120)
+def test_cache_tour_tours_the_cache_against_a_redis_it_starts_and_every_claim_passes() -> None:
+    result = subprocess.run(
+        [console_script(), "cache-tour"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "PASS" in result.stdout
     assert "FAIL" not in result.stdout
     assert "across two processes" in result.stdout
 
 
-def test_demo_uses_the_redis_it_is_given(redis_url: str) -> None:
+def test_cache_tour_uses_the_redis_it_is_given(redis_url: str) -> None:
     result = subprocess.run(
-        [console_script(), "demo", "--redis-url", redis_url],
+        [console_script(), "cache-tour", "--redis-url", redis_url],
         capture_output=True,
         text=True,
         timeout=120,
@@ -60,9 +62,9 @@ def test_demo_uses_the_redis_it_is_given(redis_url: str) -> None:
     assert "SIGSTOP" not in result.stdout
 
 
-def test_demo_fails_clearly_when_the_given_redis_is_unreachable() -> None:
+def test_cache_tour_fails_clearly_when_the_given_redis_is_unreachable() -> None:
     result = subprocess.run(
-        [console_script(), "demo", "--redis-url", "redis://127.0.0.1:1/0"],
+        [console_script(), "cache-tour", "--redis-url", "redis://127.0.0.1:1/0"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -1,4 +1,4 @@
-"""``redline demo`` until the reference application exists: a measured tour of the cache.
+"""``redline cache-tour``: a measured tour of the two-tier cache.
 
 Each step states a claim, measures it against a real Redis and prints the figure with a
 verdict; the command exits non-zero if any claim fails.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -37,6 +38,64 @@ def main(
 
 @app.command()
 def demo(
+    scale: Annotated[
+        float, typer.Option(help="Seed data size: 1 = 50 funds, 20,000 calls, 20,000 runs.")
+    ] = 1.0,
+    duration: Annotated[float, typer.Option(help="Seconds of measured load per step.")] = 15.0,
+    warmup: Annotated[float, typer.Option(help="Seconds of unmeasured load before each.")] = 2.0,
+    vus: Annotated[int, typer.Option(help="Users of the throughput steps (no think time).")] = 32,
+    users: Annotated[int, typer.Option(help="Users of the concurrent-users step.")] = 1000,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Run only this step (repeat for several): baseline, indexes, matview, l1, "
+            "l2, http, users."
+        ),
+    ] = None,
+    out: Annotated[
+        Path, typer.Option(help="Folder for summary.json, report.html and the app logs.")
+    ] = Path("redline-demo"),
+    keep: Annotated[
+        bool,
+        typer.Option(help="Leave the app and servers up afterwards, until Ctrl-C, and say where."),
+    ] = False,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="DATABASE_URL",
+            help="A PostgreSQL database the demo may own (it migrates and reseeds it); "
+            "default: a throwaway server.",
+        ),
+    ] = None,
+    redis_url: Annotated[
+        str | None,
+        typer.Option(envvar="REDIS_URL", help="A Redis to use; default: a throwaway server."),
+    ] = None,
+) -> None:
+    """Run the reference app through each layer and measure what each buys, against the
+    targets both platforms wrote down. Exit 1 when a target of the full configuration fails."""
+    try:
+        from redline.demo._runner import Options, run
+    except ImportError as error:
+        typer.echo(f"redline demo needs the demo extra ({error}): pip install 'redline[demo]'")
+        raise typer.Exit(2) from None
+    options = Options(
+        scale=scale,
+        duration=duration,
+        warmup=warmup,
+        vus=vus,
+        users=users,
+        only=tuple(only or ()),
+        out=out,
+        keep=keep,
+        database_url=database_url,
+        redis_url=redis_url,
+    )
+    raise typer.Exit(run(options))
+
+
+@app.command("cache-tour")
+def cache_tour(
     redis_url: Annotated[
         str | None,
         typer.Option(

@@ -39,7 +39,9 @@ def demo_url(pg_server: PostgresServer, seeded_template: str) -> Iterator[str]:
     pg_server.drop_database(name)
 
 
-@pytest.fixture(params=["none", "l1", "l1+l2"])
+# "l1+l2+http" is the full configuration: the data cache plus HTTPCacheMiddleware, whose
+# response cache shares it, so every read-after-write test also covers cached responses.
+@pytest.fixture(params=["none", "l1", "l1+l2", "l1+l2+http"])
 def cache_mode(request: pytest.FixtureRequest) -> str:
     return request.param
 
@@ -50,6 +52,8 @@ def make_client(request: pytest.FixtureRequest) -> Iterator[Callable[..., TestCl
     clients: list[TestClient] = []
 
     def start(dsn: str, **options: Any) -> TestClient:
+        if options.get("cache") == "l1+l2+http":
+            options.update(cache="l1+l2", http_cache=True)
         if options.get("cache") == "l1+l2" and "redis_url" not in options:
             options["redis_url"] = request.getfixturevalue("redis_url")
         options.setdefault("secure_cookies", False)

@@ -1,16 +1,18 @@
 """``create_app(settings)``: the reference application, assembled from the layers chosen.
 
-The app is built in two stages. ``create_app`` makes the FastAPI app, its routes and its
-middleware, which Starlette fixes before the first request. The lifespan then opens what
-needs the event loop: the SQLAlchemy async engine (asyncpg), the cache, the dashboard
-refresher; it checks that the database is at a revision the settings can run on, instruments
-the engine and the cache when ``metrics`` is on, and closes everything at shutdown.
+The app is built in two stages. ``create_app`` makes the FastAPI app, its routes, its
+middleware (which Starlette fixes before the first request) and the cache, which the response
+cache shares and which connects lazily. The lifespan then opens what needs the event loop:
+the SQLAlchemy async engine (asyncpg), the dashboard refresher; it checks that the database
+is at a revision the settings can run on, instruments the engine and the cache when
+``metrics`` is on, and closes everything at shutdown.
 
 Middleware, outermost first::
 
     MetricsMiddleware            (metrics=True; excludes /metrics and /_redline)
-      [HTTP caching goes here: ETag/304 and the response cache, issue 5, inside the
-       metrics so that 304s and response-cache hits are counted and timed]
+      HTTPCacheMiddleware        (http_cache=True; policies, ETags and 304s, the response
+                                  cache: inside the metrics, so that 304s and response-cache
+                                  hits are counted and timed; see ``_http``)
         routes: /funds, /capital-calls, /dashboard, /workflows, /retries, /auth, /me, /health
 
 Failures of a dependency degrade, they do not crash: Redis trouble is absorbed by the cache
@@ -32,13 +34,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from redline import monitor
 from redline.demo import _calls, _dashboard, _users, _workflows
-from redline.demo._caching import build_cache, invalidate_dashboard
+from redline.demo._caching import NoCache, build_cache, invalidate_dashboard
 from redline.demo._dsn import asyncpg_url, redact
 from redline.demo._errors import DemoError, SchemaError
+from redline.demo._http import add_http_cache
 from redline.demo._migrate import DASHBOARD_VIEW, REVISIONS, VERSION_TABLE, revision_at_least
 from redline.demo._refresher import DashboardRefresher
 from redline.demo._settings import Settings
-from redline.demo._state import DemoState, State
+from redline.demo._state import SESSION_COOKIE, DemoState, State
 
 _log = logging.getLogger("redline.demo")
 
@@ -76,6 +79,9 @@ def create_app(settings: Settings) -> FastAPI:
         raise TypeError(f"create_app(settings): give a redline.demo.Settings, not {settings!r}")
     registry = settings.registry if settings.registry is not None else monitor.Registry()
     dashboard_app = monitor.DashboardApp(registry) if settings.metrics else None
+    cache = build_cache(
+        settings.cache, redis_url=settings.redis_url, namespace=settings.cache_namespace
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -92,7 +98,6 @@ def create_app(settings: Settings) -> FastAPI:
                 }
             },
         )
-        cache = None
         refresher = None
         instruments = []
         try:
@@ -103,9 +108,6 @@ def create_app(settings: Settings) -> FastAPI:
                     f"Cannot reach the database at {redact(settings.dsn)}: {exc}"
                 ) from exc
             revision = _check_revision(settings, found)
-            cache = build_cache(
-                settings.cache, redis_url=settings.redis_url, namespace=settings.cache_namespace
-            )
             if settings.metrics:
                 instruments.append(
                     monitor.instrument_engine(engine, name="demo", registry=registry)
@@ -129,8 +131,7 @@ def create_app(settings: Settings) -> FastAPI:
                 dashboard_app.close()
             for instrument in reversed(instruments):
                 instrument.close()
-            if cache is not None:
-                await cache.aclose()
+            await cache.aclose()
             await engine.dispose()
 
     app = FastAPI(
@@ -151,6 +152,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(sa_exc.DBAPIError, _database_error)
     for error in (sa_exc.TimeoutError, OSError):
         app.add_exception_handler(error, _unavailable)
+    if settings.http_cache:
+        # Added before the metrics middleware, so it runs inside it.
+        add_http_cache(app, None if isinstance(cache, NoCache) else cache, SESSION_COOKIE)
     if settings.metrics:
         app.add_route(METRICS_PATH, monitor.MetricsApp(registry))
         app.mount(DASHBOARD_PATH, dashboard_app)

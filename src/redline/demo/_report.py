@@ -31,17 +31,18 @@ from redline.load._report import _CSS, _charts, _esc, _figure, _line, _number, _
 # (key in a step's figures, column heading, how to show it)
 COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("rps", "req/s", "n"),
-    ("read_rps", "read req/s", "n"),
-    ("gain", "vs baseline", "x"),
+    ("read_rps", "reads/s", "n"),
+    ("gain", "gain", "x"),
     ("p50_ms", "p50 ms", "n"),
     ("p95_ms", "p95 ms", "n"),
     ("p99_ms", "p99 ms", "n"),
     ("error_rate", "errors", "%"),
     ("cache_hit_ratio", "cache hits", "%"),
     ("db_ms_per_request", "DB ms/req", "n"),
-    ("db_query_p95_ms", "query p95 ms", "n"),
+    ("db_query_p95_ms", "query p95", "n"),
     ("index_hit_ratio", "index hits", "%"),
 )
+TABLE_WIDTH = 140  # wide enough for every column; narrower terminals get it as it is
 
 
 def _cell(value: Any, kind: str) -> str:
@@ -58,14 +59,17 @@ def _cell(value: Any, kind: str) -> str:
 
 def print_table(summary: Mapping[str, Any], console: Console) -> None:
     """The comparison table and the target table, for the terminal."""
-    table = Table(title="What each layer buys", title_justify="left")
-    table.add_column("configuration")
+    table = Table(
+        title="What each layer buys (gain: read requests/s over the baseline's)",
+        title_justify="left",
+    )
+    table.add_column("configuration", no_wrap=True)
     for _, heading, _ in COLUMNS:
         table.add_column(heading, justify="right")
     for step in summary["steps"]:
         figures = step["figures"]
         table.add_row(step["title"], *(_cell(figures.get(k), kind) for k, _, kind in COLUMNS))
-    console.print(table)
+    console.print(table, width=max(console.width, TABLE_WIDTH))
     targets = Table(title="Targets (full configuration)", title_justify="left")
     for heading in ("target", "expected", "measured", "step", "verdict"):
         targets.add_column(heading, justify="right" if heading == "measured" else "left")
@@ -79,7 +83,7 @@ def print_table(summary: Mapping[str, Any], console: Console) -> None:
             row["step"],
             f"[{styles[row['status']]}]{verdict}[/]",
         )
-    console.print(targets)
+    console.print(targets, width=max(console.width, TABLE_WIDTH))
 
 
 def write_json(summary: Mapping[str, Any], path: Path) -> None:

@@ -392,27 +392,50 @@ def run(options: Options, console: Console | None = None) -> int:
     return 1 if failed else 0
 
 
+def _prepare(options: Options, svc: Services, first: str, console: Console) -> dict[str, Any]:
+    """The schema at revision ``first`` (downgrading a database a previous run left at a later
+    one) and fresh seed data; returns the row counts."""
+    import redline.demo as demo
+
+    current = demo.current_revision(svc.database_url)
+    with console.status(f"migrating to {first}"):
+        if current is not None and REVISION_ORDER.index(current) > REVISION_ORDER.index(first):
+            demo.downgrade(svc.database_url, first)
+        else:
+            demo.upgrade(svc.database_url, first)
+    t0 = time.monotonic()
+    counts = demo.seed(svc.database_url, options.scale, seed=options.seed, progress=True,
+                       replace=True)  # fmt: skip
+    console.print(
+        f"seeded {sum(counts.as_dict().values()):,} rows at scale {options.scale:g} "
+        f"in {time.monotonic() - t0:.1f}s"
+    )
+    return counts.as_dict()
+
+
 def _run_steps(options: Options, svc: Services, console: Console) -> dict[str, Any]:
-    from redline.demo import _schema
+    from redline.demo import _mix
 
     started = time.monotonic()
     steps = options.steps()
     first = steps[0].revision if options.only else "baseline"
-    with console.status("migrating to the first revision"):
-        _schema.migrate(svc.database_url, first)
-    seeded = _schema.seed(svc.database_url, options.scale, console, seed=options.seed)
+    seeded = _prepare(options, svc, first, console)
+    data = asyncio.run(_mix.dataset(svc.database_url))
     revision = first
     runs: list[StepRun] = []
     for step in steps:
         run = StepRun(step)
         if REVISION_ORDER.index(step.revision) > REVISION_ORDER.index(revision):
             with console.status(f"{step.title}: migrating to {step.revision}"):
+                import redline.demo as demo
+
                 t0 = time.monotonic()
-                _schema.migrate(svc.database_url, step.revision)
+                demo.upgrade(svc.database_url, step.revision)
                 run.migrate_s = time.monotonic() - t0
+            console.print(f"migrated to {step.revision} in {run.migrate_s:.1f}s, app running")
             revision = step.revision
         console.rule(f"{step.title}: {step.what}")
-        _measure(options, svc, step, run, seeded, console)
+        _measure(options, svc, step, run, data, console)
         runs.append(run)
         _print_step(run, console)
     results = {run.step.name: run.figures for run in runs}
@@ -445,7 +468,7 @@ def _measure(
     svc: Services,
     step: Step,
     run: StepRun,
-    seeded: Mapping[str, Any],
+    data: Mapping[str, Any],
     console: Console,
 ) -> None:
     from redline.demo import _mix
@@ -455,12 +478,12 @@ def _measure(
     log.unlink(missing_ok=True)
     with AppProcess(svc, step.settings(), log) as app:
         if options.warmup > 0:
-            warm = _mix.plan(step, seeded, duration=options.warmup, vus=min(options.vus, 8))
+            warm = _mix.plan(step, data, duration=options.warmup, vus=min(options.vus, 8))
             asyncio.run(load_run(warm, app.url))
         before = app.metrics()
         blocks_before = asyncio.run(index_blocks(svc.database_url))
         vus = options.users if step.users else options.vus
-        plan = _mix.plan(step, seeded, duration=options.duration, vus=vus)
+        plan = _mix.plan(step, data, duration=options.duration, vus=vus)
         with console.status(f"{step.title}: {vus} users for {options.duration:g}s"):
             result = asyncio.run(load_run(plan, app.url, timeout=30.0))
         after = app.metrics()

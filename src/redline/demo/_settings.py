@@ -7,6 +7,9 @@ The demo measures each layer by running the same app under different ``Settings`
   ``"dashboard_view"``), refreshed every ``refresh_interval`` seconds.
 - ``cache``: ``"none"``, ``"l1"`` (``Cache.memory()``, per process) or ``"l1+l2"``
   (``Cache.from_url(redis_url)``, shared through Redis).
+- ``http_cache``: ``HTTPCacheMiddleware``: Cache-Control per route, ETags and 304s, surrogate
+  keys, and (with a cache) the response cache on the same two-tier cache as the data, so the
+  write paths' tag invalidations drop cached responses too (``_http``).
 - ``metrics``: ``MetricsMiddleware``, ``/metrics``, the dashboard at ``/_redline/`` and the
   engine and cache instrumented.
 """
@@ -39,6 +42,7 @@ class Settings:
     ``dashboard_source``        ``"live"``      ``"live"`` or ``"matview"``
     ``cache``                   ``"none"``      ``"none"``, ``"l1"`` or ``"l1+l2"``
     ``redis_url``               ``None``        Redis URL; required by ``cache="l1+l2"``
+    ``http_cache``              ``False``       HTTP caching: policies, ETags, response cache
     ``metrics``                 ``False``       metrics middleware, ``/metrics``, dashboard
     ``pool_size``               ``10``          connections kept open by the engine
     ``max_overflow``            ``10``          extra connections under bursts
@@ -57,6 +61,7 @@ class Settings:
     dashboard_source: DashboardSource = "live"
     cache: CacheMode = "none"
     redis_url: str | None = None
+    http_cache: bool = False
     metrics: bool = False
     pool_size: int = 10
     max_overflow: int = 10
@@ -102,8 +107,9 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Settings from ``DATABASE_URL``, ``REDIS_URL`` and ``REDLINE_DEMO_*`` variables.
 
-        ``REDLINE_DEMO_CACHE``, ``REDLINE_DEMO_DASHBOARD``, ``REDLINE_DEMO_METRICS`` (1/0),
-        ``REDLINE_DEMO_POOL_SIZE``; keyword ``overrides`` win over the environment.
+        ``REDLINE_DEMO_CACHE``, ``REDLINE_DEMO_DASHBOARD``, ``REDLINE_DEMO_METRICS`` and
+        ``REDLINE_DEMO_HTTP_CACHE`` (1/0), ``REDLINE_DEMO_POOL_SIZE``; keyword ``overrides``
+        win over the environment.
         """
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
@@ -115,8 +121,10 @@ class Settings:
             values["cache"] = env["REDLINE_DEMO_CACHE"]
         if "REDLINE_DEMO_DASHBOARD" in env:
             values["dashboard_source"] = env["REDLINE_DEMO_DASHBOARD"]
-        if "REDLINE_DEMO_METRICS" in env:
-            values["metrics"] = env["REDLINE_DEMO_METRICS"].lower() in ("1", "true", "yes", "on")
+        for name in ("metrics", "http_cache"):
+            variable = f"REDLINE_DEMO_{name.upper()}"
+            if variable in env:
+                values[name] = env[variable].lower() in ("1", "true", "yes", "on")
         if "REDLINE_DEMO_POOL_SIZE" in env:
             raw = env["REDLINE_DEMO_POOL_SIZE"]
             try:

@@ -15,7 +15,10 @@ Each index serves a query of the application (``redline.demo``):
 - partial ``workflow_executions (queued_at) WHERE status IN ('queued', 'running')``: active runs;
 - partial ``workflow_retries (next_attempt_at) WHERE status = 'pending'``: the retry queue;
 - GIN ``pg_trgm`` on ``investors (name)`` and ``funds (name)``: ``ILIKE '%text%'`` search,
-  which no B-tree can serve.
+  which no B-tree can serve. Where the server lacks the extension (the contrib package is not
+  installed, as with the PostgreSQL wheel ``redline demo`` falls back to), B-tree indexes on
+  ``lower(name)`` take their place: they serve prefix searches only, and the migration says so
+  in a warning.
 
 ``CREATE INDEX CONCURRENTLY`` cannot run in a transaction, so each runs in an autocommit
 block. A concurrent build that fails (a deadlock, a cancelled statement) leaves an INVALID
@@ -27,6 +30,8 @@ rights the application's role should not hold.
 Revision ID: indexes
 Revises: baseline
 """
+
+import logging
 
 from alembic import op
 
@@ -54,15 +59,38 @@ INDEXES: dict[str, str] = {
     ),
     "workflow_retries_pending_idx": ("workflow_retries (next_attempt_at) WHERE status = 'pending'"),
     "workflow_retries_execution_idx": "workflow_retries (execution_id)",
+}
+SEARCH_INDEXES: dict[str, str] = {
     "investors_name_trgm_idx": "investors USING gin (name gin_trgm_ops)",
     "funds_name_trgm_idx": "funds USING gin (name gin_trgm_ops)",
 }
+# Without pg_trgm: the same names, so that downgrade drops whichever was built.
+FALLBACK_SEARCH_INDEXES: dict[str, str] = {
+    "investors_name_trgm_idx": "investors (lower(name) text_pattern_ops)",
+    "funds_name_trgm_idx": "funds (lower(name) text_pattern_ops)",
+}
+
+
+def _has_trgm() -> bool:
+    found = op.get_bind().exec_driver_sql(
+        "SELECT 1 FROM pg_available_extensions WHERE name = 'pg_trgm'"
+    )
+    return found.first() is not None
 
 
 def upgrade() -> None:
-    op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    indexes = dict(INDEXES)
+    if _has_trgm():
+        op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+        indexes.update(SEARCH_INDEXES)
+    else:
+        logging.getLogger("redline.demo").warning(
+            "PostgreSQL has no pg_trgm extension (install the contrib package): name search "
+            "gets B-tree indexes on lower(name), which serve prefix searches only"
+        )
+        indexes.update(FALLBACK_SEARCH_INDEXES)
     with op.get_context().autocommit_block():
-        for name, definition in INDEXES.items():
+        for name, definition in indexes.items():
             invalid = op.get_bind().exec_driver_sql(
                 "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
                 "WHERE c.relname = %(name)s AND NOT i.indisvalid",
@@ -75,5 +103,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.get_context().autocommit_block():
-        for name in reversed(INDEXES):
+        for name in reversed([*INDEXES, *SEARCH_INDEXES]):
             op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")

@@ -1,0 +1,286 @@
+"""The load ``redline demo`` puts on the app: the seven user scenarios of the two platforms.
+
+The seeds' load tests modelled users who browse the dashboard, list and filter capital calls,
+open one, search, create calls, update their status, and run workflows. Each is a scenario
+here, with a share of the users:
+
+==================  =====  ====================================================================
+scenario            share  one iteration
+==================  =====  ====================================================================
+browse-dashboard     15 %  the dashboard over all funds, then one fund's
+list-calls           25 %  a fund's issued calls, first page, sometimes the second
+view-call            22 %  a call's detail and its payments
+search               12 %  a search on a fragment of an investor or fund name
+create-call           6 %  (logged in) a new draft call for a fund and investor
+update-status        10 %  (logged in) read a call, move it to a status allowed next
+run-workflow         10 %  (logged in) read a workflow, run it, read its executions
+==================  =====  ====================================================================
+
+Which fund, call or workflow a user asks for is skewed as real traffic is: ids are drawn as
+``1 + int(n * u**3)`` for uniform ``u``, so the first fifth of the ids gets about 60 % of the
+requests. Each user has its own seeded random generator, so a run is repeatable.
+
+Browsers revalidate: a user remembers the ``ETag`` of every URL it read and sends it back in
+``If-None-Match``, as a browser does with ``max-age=0``. Without HTTP caching the app sends no
+ETags, so nothing changes; with it, unchanged pages come back 304.
+
+Throughput steps run closed-model users without think time (how much can the app serve);
+the ``users`` step runs 1000 users who think 2-6 s between iterations (can it hold them), each
+starting after a random 0-3 s so that they do not arrive in one burst.
+
+Requests are named by template (``view-call`` for every ``/capital-calls/{id}``); ``READS``
+names the read requests, whose rate the throughput target compares.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections.abc import Mapping
+from typing import Any
+
+from redline.load import VU, ConstantVUs, Plan, Scenario
+
+READS = frozenset(
+    {
+        "dashboard",
+        "dashboard-fund",
+        "list-calls",
+        "list-calls-page-2",
+        "view-call",
+        "call-payments",
+        "search",
+        "read-before-update",
+        "workflow",
+        "executions",
+    }
+)
+SHARES = {
+    "browse-dashboard": 15,
+    "list-calls": 25,
+    "view-call": 22,
+    "search": 12,
+    "create-call": 6,
+    "update-status": 10,
+    "run-workflow": 10,
+}
+# The status update-status moves a call to: each one CALL_TRANSITIONS allows.
+NEXT_STATUS = {"draft": "issued", "issued": "overdue", "overdue": "paid"}
+PASSWORD = "redline-demo"
+
+
+async def dataset(dsn: str) -> dict[str, Any]:
+    """What the scenarios draw from: row counts, search terms and the users to log in as."""
+    import asyncpg
+
+    connection = await asyncpg.connect(dsn)
+    try:
+        counts = {
+            table: await connection.fetchval(f"SELECT coalesce(max(id), 0) FROM {table}")
+            for table in ("funds", "investors", "capital_calls", "workflows", "users")
+        }
+        names = [
+            row[0]
+            for row in await connection.fetch(
+                "(SELECT name FROM funds ORDER BY id LIMIT 40)"
+                " UNION ALL (SELECT name FROM investors ORDER BY id LIMIT 200)"
+            )
+        ]
+        emails = [
+            row[0]
+            for row in await connection.fetch("SELECT email FROM users ORDER BY id LIMIT 500")
+        ]
+    finally:
+        await connection.close()
+    terms = sorted({word.lower()[:5] for name in names for word in name.split() if len(word) >= 4})
+    return {**counts, "terms": terms or ["fund"], "emails": emails}
+
+
+def _skewed(rng: random.Random, n: int) -> int:
+    return 1 + int(max(n, 1) * rng.random() ** 3)
+
+
+class _User:
+    """What one virtual user remembers: its random generator, ETags and session."""
+
+    def __init__(self, vu: VU, data: Mapping[str, Any], scenario: str) -> None:
+        self.rng = random.Random(f"{scenario}:{vu.number}")
+        self.etags: dict[str, str] = {}
+        self.data = data
+
+    async def get(self, vu: VU, path: str, name: str) -> Any:
+        etag = self.etags.get(path)
+        headers = {"If-None-Match": etag} if etag else None
+        response = await vu.get(path, name=name, headers=headers)
+        if response is not None:
+            tag = response.header("etag")
+            if tag:
+                if len(self.etags) > 2000:
+                    self.etags.clear()
+                self.etags[path] = tag
+            vu.check(response, status=(200, 304), name=name)
+        return response
+
+
+def _user(vu: VU, data: Mapping[str, Any], scenario: str) -> _User:
+    user = vu.vars.get("_user")
+    if user is None:
+        user = vu.vars["_user"] = _User(vu, data, scenario)
+    return user
+
+
+async def _login(vu: VU, user: _User) -> bool:
+    if "Authorization" in vu.headers:
+        return True
+    emails = user.data["emails"]
+    if not emails:
+        return False
+    email = emails[vu.number % len(emails)]
+    response = await vu.post(
+        "/auth/login", name="login", json={"email": email, "password": PASSWORD}
+    )
+    if not vu.check(response, status=200, name="login"):
+        return False
+    vu.headers["Authorization"] = f"Bearer {response.json()['token']}"
+    return True
+
+
+def _json(response: Any) -> Any:
+    if response is None or response.status != 200:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def scenarios(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The seven flows, as ``async def flow(vu)`` functions over ``data``."""
+
+    async def browse_dashboard(vu: VU) -> None:
+        user = _user(vu, data, "browse-dashboard")
+        await user.get(vu, "/dashboard", "dashboard")
+        fund = _skewed(user.rng, data["funds"])
+        await user.get(vu, f"/dashboard?fund_id={fund}", "dashboard-fund")
+
+    async def list_calls(vu: VU) -> None:
+        user = _user(vu, data, "list-calls")
+        fund = _skewed(user.rng, data["funds"])
+        base = f"/capital-calls?fund_id={fund}&status=issued&limit=20"
+        await user.get(vu, base, "list-calls")
+        if user.rng.random() < 0.3:
+            await user.get(vu, base + "&offset=20", "list-calls-page-2")
+
+    async def view_call(vu: VU) -> None:
+        user = _user(vu, data, "view-call")
+        call = _skewed(user.rng, data["capital_calls"])
+        await user.get(vu, f"/capital-calls/{call}", "view-call")
+        await user.get(vu, f"/capital-calls/{call}/payments", "call-payments")
+
+    async def search(vu: VU) -> None:
+        user = _user(vu, data, "search")
+        terms = data["terms"]
+        term = terms[_skewed(user.rng, len(terms)) - 1]
+        await user.get(vu, f"/capital-calls/search?q={term}&limit=20", "search")
+
+    async def create_call(vu: VU) -> None:
+        user = _user(vu, data, "create-call")
+        if not await _login(vu, user):
+            return
+        body = {
+            "fund_id": _skewed(user.rng, data["funds"]),
+            "investor_id": user.rng.randint(1, max(data["investors"], 1)),
+            "amount": f"{user.rng.randint(1_000, 500_000)}.00",
+            "due_date": (dt.date(2026, 1, 1) + dt.timedelta(days=user.rng.randint(0, 365)))
+            .isoformat(),
+        }  # fmt: skip
+        response = await vu.post("/capital-calls", name="create-call", json=body)
+        vu.check(response, status=201, name="create-call")
+
+    async def update_status(vu: VU) -> None:
+        user = _user(vu, data, "update-status")
+        if not await _login(vu, user):
+            return
+        call = _skewed(user.rng, data["capital_calls"])
+        # Fresh read (no If-None-Match): the version must be the current one.
+        response = await vu.get(f"/capital-calls/{call}", name="read-before-update")
+        current = _json(response)
+        if current is None:
+            vu.check(response, status=200, name="read-before-update")
+            return
+        status = NEXT_STATUS.get(current.get("status"))
+        if status is None:  # paid or cancelled: final
+            return
+        response = await vu.patch(
+            f"/capital-calls/{call}/status",
+            name="update-status",
+            json={"status": status, "version": current["version"]},
+        )
+        # 409: another user changed it first (optimistic concurrency), a correct answer.
+        vu.check(response, status=(200, 409), name="update-status")
+
+    async def run_workflow(vu: VU) -> None:
+        user = _user(vu, data, "run-workflow")
+        if not await _login(vu, user):
+            return
+        workflow = _skewed(user.rng, data["workflows"])
+        await user.get(vu, f"/workflows/{workflow}", "workflow")
+        response = await vu.post(f"/workflows/{workflow}/run", name="run-workflow")
+        vu.check(response, status=201, name="run-workflow")
+        await user.get(vu, f"/workflows/{workflow}/executions?limit=20", "executions")
+
+    return {
+        "browse-dashboard": browse_dashboard,
+        "list-calls": list_calls,
+        "view-call": view_call,
+        "search": search,
+        "create-call": create_call,
+        "update-status": update_status,
+        "run-workflow": run_workflow,
+    }
+
+
+def split_users(total: int) -> dict[str, int]:
+    """``total`` users shared out by SHARES, at least one each, summing to ``total``."""
+    names = list(SHARES)
+    if total < len(names):
+        raise ValueError(f"the mix needs at least {len(names)} users, one per scenario")
+    weight = sum(SHARES.values())
+    counts = {name: max(1, total * SHARES[name] // weight) for name in names}
+    # Hand what rounding left over to the biggest shares first.
+    for name in sorted(names, key=lambda n: -SHARES[n]):
+        if sum(counts.values()) >= total:
+            break
+        counts[name] += 1
+    while sum(counts.values()) > total:
+        biggest = max(names, key=lambda n: counts[n])
+        counts[biggest] -= 1
+    return counts
+
+
+def _thinking(flow: Any, low: float, high: float) -> Any:
+    async def with_think_time(vu: VU) -> None:
+        if vu.iteration == 0:
+            await vu.think(0, 3)  # spread the first arrivals
+        await flow(vu)
+        await vu.think(low, high)
+
+    return with_think_time
+
+
+def plan(step: Any, data: Mapping[str, Any], *, duration: float, vus: int) -> Plan:
+    """The mix for one step: ``vus`` users for ``duration`` seconds, thinking in ``users``."""
+    flows = scenarios(data)
+    users = split_users(vus)
+    think = bool(getattr(step, "users", False))
+    return Plan(
+        scenarios=tuple(
+            Scenario(
+                name,
+                ConstantVUs(users[name], duration),
+                _thinking(flow, 2.0, 6.0) if think else flow,
+            )
+            for name, flow in flows.items()
+        ),
+        source=f"redline demo ({getattr(step, 'name', step)})",
+    )
