@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import orjson
@@ -155,3 +156,40 @@ def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path) -> None:
             ["pgrep", "-f", f"redline.demo._serve.*{out}"], capture_output=True, text=True
         )
         assert leftovers.stdout == ""
+
+
+def test_keep_leaves_the_full_configuration_up_until_ctrl_c(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [redline(), "demo", *TINY, "--only", "http", "--keep", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=demo_env(),
+    )
+    assert process.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "Ctrl-C stops everything" in line:
+            break
+    text = "".join(lines)
+    app = re.search(r"app:\s+(http://127\.0\.0\.1:\d+)", text)
+    assert app is not None, text
+    with urllib.request.urlopen(app.group(1) + "/health", timeout=10) as response:
+        assert response.status == 200
+    with urllib.request.urlopen(app.group(1) + "/_redline/", timeout=10) as response:
+        assert "text/html" in response.headers["content-type"]
+    ports = [int(p) for p in re.findall(r"on port (\d+)", text)]
+    app_port = int(app.group(1).rsplit(":", 1)[1])
+    process.send_signal(signal.SIGINT)
+    rest, _ = process.communicate(timeout=120)
+    summary = orjson.loads((out / "summary.json").read_bytes())
+    failed = [t for t in summary["targets"] if t["status"] == "fail"]
+    # Ctrl-C is how --keep ends: the status is still the targets' verdict.
+    assert process.returncode == (1 if failed else 0), text + rest
+    assert not any(is_listening(port) for port in [*ports, app_port])

@@ -537,7 +537,8 @@ def _environment(
 
 
 def _keep(options: Options, svc: Services, console: Console) -> None:
-    """Leave the full configuration up until Ctrl-C, printing where everything is."""
+    """Leave the full configuration up until Ctrl-C, printing where everything is; Ctrl-C
+    here is the expected end, so the exit status stays the targets' verdict."""
     full = next(step for step in STEPS if step.name == FULL)
     with AppProcess(svc, full.settings(), options.out / "app-keep.log") as app:
         console.print(f"app:        {app.url}  (full configuration)")
@@ -546,5 +547,8 @@ def _keep(options: Options, svc: Services, console: Console) -> None:
         console.print(f"PostgreSQL: {svc.database_url}")
         console.print(f"Redis:      {svc.redis_url}")
         console.print("Ctrl-C stops everything.")
-        while True:
-            time.sleep(3600)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            console.print("stopping the app and the servers")
