@@ -22,7 +22,10 @@ keeps the lower bound from the schedule alone: max(b, stall_end - t) for an arri
 at t inside the stall, b outside it (b: the unloaded median, measured here).
 
 --repeat N runs N interleaved rounds (every tool once per round) and reports medians, so
-that noise from the machine falls on all tools alike. See benchmarks/README.md.
+that noise from the machine falls on all tools alike. ``--tools`` also takes ``redline-py``:
+redline with REDLINE_PURE_PYTHON=1, its fast lane in Python instead of C. Before the first
+round, redline's bytecode is compiled as a wheel install would have it (see
+``prepare_redline``). See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -59,6 +62,9 @@ from rich.table import Table
 from rich.text import Text
 
 TOOLS = ("wrk", "redline", "k6", "locust")
+# Not run by default: redline with its fast lane in Python (REDLINE_PURE_PYTHON=1), to see
+# what the compiled lane (src/redline/load/_lane.c) is worth.
+EXTRA_TOOLS = ("redline-py",)
 TOOL_CPU, SERVER_CPU = 0, 1
 CPU_TARGET_US = 10.0
 WRK_RATIO_TARGET = 1.25
@@ -373,6 +379,7 @@ def tool_binaries() -> dict[str, list[str] | None]:
     return {
         "wrk": [wrk] if wrk else None,
         "redline": redline_argv,
+        "redline-py": redline_argv,
         "k6": [k6] if k6 else None,
         "locust": [locust] if locust else None,
     }
@@ -590,8 +597,11 @@ def run_tool(
     try:
         if tool == "wrk":
             command = wrk_command(argv, nginx.url, s, workdir, out)
-        elif tool == "redline":
+        elif tool in ("redline", "redline-py"):
             command = redline_command(argv, nginx.url, s, workdir)
+            if tool == "redline-py":
+                command.env["REDLINE_PURE_PYTHON"] = "1"
+                command.model += ", Python lane"
         elif tool == "k6":
             command = k6_command(argv, nginx.url, s, workdir)
         else:
@@ -1070,7 +1080,13 @@ def machine_info(nginx_binary: str, binaries: dict[str, list[str] | None], pinni
                 cpu = line.split(":", 1)[1].strip()
                 break
     versions = {"nginx": _version([nginx_binary, "-v"])}
-    flags = {"wrk": ["-v"], "k6": ["version"], "locust": ["--version"], "redline": ["--version"]}
+    flags = {
+        "wrk": ["-v"],
+        "k6": ["version"],
+        "locust": ["--version"],
+        "redline": ["--version"],
+        "redline-py": ["--version"],
+    }
     for tool, argv in binaries.items():
         versions[tool] = _version([*argv, *flags[tool]]) if argv else "missing"
     return {
@@ -1082,6 +1098,36 @@ def machine_info(nginx_binary: str, binaries: dict[str, list[str] | None], pinni
         "load_avg_at_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "versions": versions,
     }
+
+
+def prepare_redline() -> str:
+    """Compile redline's bytecode as an installed wheel has it; say which fast lane runs.
+
+    pip compiles a wheel's modules at install, but an editable install leaves them to the
+    first import, and with PYTHONDONTWRITEBYTECODE set (common in containers and CI) every
+    start compiles them again: about 0.1 s of CPU per run that no user of a released redline
+    pays, charged to redline's start-up here. Locust, k6 and wrk come installed.
+    """
+    spec = importlib.util.find_spec("redline")
+    notes = []
+    if spec is not None and spec.submodule_search_locations:
+        package = spec.submodule_search_locations[0]
+        done = subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", package], capture_output=True, text=True
+        )
+        notes.append("bytecode compiled" if done.returncode == 0 else "bytecode NOT compiled")
+    probe = subprocess.run(
+        [sys.executable, "-c", "from redline.load._flow import Lane; print(Lane.__name__)"],
+        capture_output=True,
+        text=True,
+    )
+    lane = probe.stdout.strip()
+    notes.append(
+        {"CompiledLaneConnection": "lane in C", "LaneConnection": "lane in Python"}.get(
+            lane, f"lane unknown ({probe.stderr.strip()[-200:]})"
+        )
+    )
+    return ", ".join(notes)
 
 
 def _version(argv: list[str]) -> str:
@@ -1148,9 +1194,10 @@ def parse_args() -> argparse.Namespace:
             f"--stall-at {args.stall_at:g} + --stall-for {args.stall_for:g} must end at least "
             f"0.5 s before --duration {args.duration}; lower them or raise --duration"
         )
-    unknown = [t for t in args.tools.split(",") if t not in TOOLS]
+    unknown = [t for t in args.tools.split(",") if t not in TOOLS + EXTRA_TOOLS]
     if unknown:
-        parser.error(f"unknown tool(s) {', '.join(unknown)}; choose from {', '.join(TOOLS)}")
+        choices = ", ".join(TOOLS + EXTRA_TOOLS)
+        parser.error(f"unknown tool(s) {', '.join(unknown)}; choose from {choices}")
     return args
 
 
@@ -1177,6 +1224,8 @@ def main() -> int:
     tools = [t for t in wanted if binaries[t] is not None]
     tool_pin, server_pin, pinned = pinning()
     machine = machine_info(nginx_binary, {t: binaries[t] for t in wanted}, pinned)
+    if any(t.startswith("redline") for t in tools):
+        machine["redline"] = prepare_redline()
     console.print(
         "  ".join(f"[bold]{k}[/]: {v}" for k, v in machine.items() if k != "versions"),
         highlight=False,

@@ -118,6 +118,8 @@ class _ServerConnection(asyncio.Protocol):
             )
         elif route == "garbage":
             self.write(b"HTTP/1.1 abc nonsense\r\n\r\n")
+        elif route == "raw":
+            self.write(RAW_RESPONSES[arg])
         else:
             self.respond(200, server.body, head)
 
@@ -131,6 +133,39 @@ class _ServerConnection(asyncio.Protocol):
         self.transport.write(data)  # type: ignore[union-attr]
 
 
+# /raw/<name>: responses written as they are, byte for byte, to test the edges of parsing.
+RAW_RESPONSES = {
+    "plain": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    "lowercase": b"HTTP/1.1 200 OK\r\ncontent-length:2\r\nconnection: keep-alive\r\n\r\nok",
+    "keep-alive-caps": b"HTTP/1.1 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 2\r\n\r\nok",
+    "no-reason": b"HTTP/1.1 200 \r\nContent-Length: 2\r\n\r\nok",
+    "chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    "chunk-extension": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;x=y\r\nok\r\n0\r\n\r\n"
+    ),
+    "trailer": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-T: 1\r\n\r\n"
+    ),
+    "obs-text": b"HTTP/1.1 200 OK\r\nX-Name: caf\xc3\xa9\r\nContent-Length: 2\r\n\r\nok",
+    "control-char": b"HTTP/1.1 200 OK\r\nX-Name: a\x01b\r\nContent-Length: 2\r\n\r\nok",
+    "caps-cookie": b"HTTP/1.1 200 OK\r\nSET-COOKIE: s=caps\r\nContent-Length: 2\r\n\r\nok",
+    "cookie-in-body": b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nfresh cookie",
+    "http10": b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    "http10-keep-alive": (
+        b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok"
+    ),
+    "length-and-chunked": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2\r\nok\r\n0\r\n\r\n"
+    ),
+    "space-before-colon": b"HTTP/1.1 200 OK\r\nContent-Length : 2\r\n\r\nok",
+    "created": b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+    "no-content": b"HTTP/1.1 204 No Content\r\n\r\n",
+    "teapot": b"HTTP/1.1 418 I'm a teapot\r\nContent-Length: 2\r\n\r\nok",
+    "unavailable": b"HTTP/1.1 503 Busy\r\nContent-Length: 2\r\n\r\nok",
+}
+
+
 class HTTPTestServer:
     """A tiny real HTTP/1.1 server on a free 127.0.0.1 port that counts what it sees.
 
@@ -139,7 +174,8 @@ class HTTPTestServer:
     ``/status/<code>``, ``/chunked``, ``/connection-close`` (says so, then closes),
     ``/close-after`` (answers, then closes without saying so), ``/until-close`` (a body
     delimited by closing), ``/interim`` (103 Early Hints first), ``/split-head`` (the head
-    in two writes), ``/garbage``; anything else answers 200 with ``body``.
+    in two writes), ``/garbage``, ``/raw/<name>`` (``RAW_RESPONSES[name]`` as it is);
+    anything else answers 200 with ``body``.
     """
 
     def __init__(self, body: bytes = b"hello", ssl_context: ssl.SSLContext | None = None) -> None:
@@ -166,6 +202,21 @@ class HTTPTestServer:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+
+
+@pytest.fixture(params=["python", "c"])
+def lane(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> type:
+    """Runs a test once on each fast lane: ``LaneConnection`` and its C twin (``_lane.c``)."""
+    from redline.load import _flow
+
+    if request.param == "python":
+        chosen: type = _flow.LaneConnection
+    elif _flow.CompiledLaneConnection is None:
+        pytest.skip("the C lane is not built (no C compiler at install time)")
+    else:
+        chosen = _flow.CompiledLaneConnection
+    monkeypatch.setattr(_flow, "Lane", chosen)
+    return chosen
 
 
 @pytest.fixture

@@ -1,8 +1,13 @@
 """Declarative flows on the fast lane: every response it does not expect takes the general
-path, so the results are those of any flow."""
+path, so the results are those of any flow. Every test runs on both lanes, the Python one and
+the C one (the ``lane`` fixture)."""
+
+import pytest
 
 from redline.load._plan import Check, ConstantArrivalRate, ConstantVUs, Plan, Request, Scenario
 from redline.load._runner import run
+
+pytestmark = pytest.mark.usefixtures("lane")
 
 
 def plan_of(executor, *steps):

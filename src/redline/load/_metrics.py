@@ -163,6 +163,8 @@ class Recorder:
         self._rate: dict[int, float] = {}
         # Open-model arrivals per scenario: [scheduled, dropped, late, worst lateness ns].
         self._scenarios: dict[str, list[int]] = {}
+        # [_low_ns, _high_ns] for the C lane, which reads them without an attribute lookup.
+        self._window = array("q", [0, 0])
         self._open_interval(0)
 
     # -- recording (hot path) ------------------------------------------------------------
@@ -458,6 +460,8 @@ class Recorder:
         # Interval 0 also takes anything stamped before the start.
         self._low_ns = self.start_ns + second * INTERVAL_NS if second else -(1 << 62)
         self._high_ns = self.start_ns + (second + 1) * INTERVAL_NS
+        self._window[0] = self._low_ns
+        self._window[1] = self._high_ns
 
     def _record_elsewhen(
         self,
