@@ -10,7 +10,11 @@ Served: one uvicorn worker (uvloop, httptools, no access log) per variant, each 
 (``MetricsMiddleware`` with its defaults) and, when installed, ``starlette_exporter``
 (``PrometheusMiddleware``, defaults) and ``prometheus-fastapi-instrumentator``
 (``Instrumentator().instrument(app)``, defaults); the last two are not project dependencies
-(``pip install starlette-exporter prometheus-fastapi-instrumentator`` to compare). All
+(``pip install starlette-exporter prometheus-fastapi-instrumentator`` to compare). Two
+calibration variants show what any pure-Python ASGI middleware pays before it records
+anything: ``noop`` forwards every call unchanged, and ``send-wrapper`` does the least an
+instrumentation that reports status and latency must (wrap ``send`` in a closure that notes
+the status, times the response and appends one tuple to a list). All
 servers run at once, pinned with ``taskset`` to the last CPU; the load generator is pinned
 to CPU 0 (no pinning on a single CPU or without taskset).
 
@@ -70,7 +74,14 @@ from rich.console import Console
 from rich.table import Table
 
 TARGET_OVERHEAD = 0.05
-VARIANTS = ("bare", "redline", "starlette_exporter", "prometheus-fastapi-instrumentator")
+VARIANTS = (
+    "bare",
+    "redline",
+    "noop",
+    "send-wrapper",
+    "starlette_exporter",
+    "prometheus-fastapi-instrumentator",
+)
 MODULES = {
     "starlette_exporter": "starlette_exporter",
     "prometheus-fastapi-instrumentator": "prometheus_fastapi_instrumentator",
@@ -84,7 +95,7 @@ def build_app(variant: str) -> Any:
     """The trivial endpoint with ``variant``'s instrumentation."""
     from starlette.applications import Starlette
     from starlette.responses import PlainTextResponse
-    from starlette.routing import Mount, Route
+    from starlette.routing import Route
 
     async def hello(request: Any) -> PlainTextResponse:
         return PlainTextResponse("hello")
@@ -93,8 +104,12 @@ def build_app(variant: str) -> Any:
     if variant == "redline":
         from redline import monitor
 
-        app.router.routes.append(Mount("/metrics", app=monitor.metrics_app))
+        app.routes.append(monitor.metrics_route())
         app.add_middleware(monitor.MetricsMiddleware)
+    elif variant == "noop":
+        app.add_middleware(_Noop)
+    elif variant == "send-wrapper":
+        app.add_middleware(_SendWrapper)
     elif variant == "starlette_exporter":
         from starlette_exporter import PrometheusMiddleware, handle_metrics
 
@@ -107,6 +122,42 @@ def build_app(variant: str) -> Any:
     elif variant != "bare":
         raise SystemExit(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
     return app
+
+
+class _Noop:
+    """Calibration: a pure ASGI middleware that only forwards."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
+class _SendWrapper:
+    """Calibration: the least a status-and-latency instrumentation does per request."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.finished: list[tuple[int, float]] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        status = 0
+        started = time.perf_counter()
+        finished = self.finished
+
+        def send_(message: Any, send: Any = send) -> Any:
+            nonlocal status
+            kind = message["type"]
+            if kind == "http.response.start":
+                status = message["status"]
+            elif kind == "http.response.body" and not message.get("more_body", False):
+                finished.append((status, time.perf_counter() - started))
+                if len(finished) >= 1024:
+                    finished.clear()
+            return send(message)
+
+        await self.app(scope, receive, send_)
 
 
 def serve(variant: str, port: int) -> None:
@@ -226,7 +277,12 @@ class Load:
                     requests = int(line.split()[0])
                 elif line.startswith("Requests/sec:"):
                     rps = float(line.split()[1])
-                elif "Non-2xx" in line or "Socket errors" in line:
+                elif "Non-2xx" in line:
+                    raise SystemExit(f"wrk saw errors against {self.server.variant}: {line}")
+                elif "Socket errors" in line and any(
+                    int(part.split()[-1]) for part in line.split(":", 1)[1].split(",")[:3]
+                ):
+                    # connect, read or write errors; a few timeouts on a busy machine are not.
                     raise SystemExit(f"wrk saw errors against {self.server.variant}: {line}")
             if requests is None or rps is None:
                 raise SystemExit(f"unexpected wrk output:\n{stdout}{stderr}")
@@ -288,7 +344,7 @@ def measure(servers_: list[Server], s: Settings) -> list[Run]:
 
 
 def counted_by_redline(server: Server) -> float:
-    with urllib.request.urlopen(server.url + "/metrics/", timeout=5) as response:
+    with urllib.request.urlopen(server.url + "/metrics", timeout=5) as response:
         text = response.read().decode()
     return sum(
         float(line.rsplit(" ", 1)[1])
@@ -472,6 +528,10 @@ def main() -> int:
     )
     parser.add_argument("--quick", action="store_true", help="3 rounds of 2 s")
     parser.add_argument("--json", type=Path, help="also write every run to this JSON file")
+    parser.add_argument(
+        "--variants",
+        help=f"comma-separated subset of {', '.join(VARIANTS)} (bare and redline are always in)",
+    )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -484,8 +544,13 @@ def main() -> int:
         args.duration, args.rounds = 2.0, 3
     if args.tool == "wrk" and shutil.which("wrk") is None:
         raise SystemExit("wrk is not on PATH (Debian: apt-get install wrk), or use --tool redline")
-    variants = [v for v in VARIANTS if v not in MODULES or _installed(MODULES[v])]
-    for missing in sorted(set(VARIANTS) - set(variants)):
+    wanted = set(VARIANTS if not args.variants else args.variants.split(",")) | {"bare", "redline"}
+    if wanted - set(VARIANTS):
+        raise SystemExit(
+            f"unknown variants {sorted(wanted - set(VARIANTS))}; choose from {VARIANTS}"
+        )
+    variants = [v for v in VARIANTS if v in wanted and (v not in MODULES or _installed(MODULES[v]))]
+    for missing in sorted(wanted - set(variants)):
         console.print(f"[dim]{missing} is not installed: left out[/]")
     modes = ("sequential", "together") if args.mode == "both" else (args.mode,)
     s = Settings(args.tool, args.duration, args.rounds, args.connections, modes)

@@ -2,6 +2,7 @@
 
 import gzip
 
+import httpx
 import pytest
 
 from redline import monitor
@@ -99,3 +100,67 @@ async def test_lifespan_is_acknowledged(registry):
     await monitor.MetricsApp(registry)({"type": "lifespan"}, receive, send)
 
     assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+
+async def test_a_scraper_refusing_gzip_gets_plain_text(registry):
+    _, headers, body = await call(
+        monitor.MetricsApp(registry), headers=[(b"accept-encoding", b"gzip;q=0, identity")]
+    )
+
+    assert b"content-encoding" not in headers
+    assert body == monitor.generate_latest(registry)
+
+
+# -- in a Starlette or FastAPI app ---------------------------------------------------------------
+
+
+def starlette_app(route):
+    from starlette.applications import Starlette
+
+    app = Starlette()
+    app.routes.append(route)
+    return app
+
+
+def fastapi_app(route):
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    app.routes.append(route)
+    return app
+
+
+@pytest.mark.parametrize("make_app", [starlette_app, fastapi_app])
+@pytest.mark.parametrize("path", ["/metrics", "/metrics/"])
+async def test_metrics_route_answers_with_and_without_the_slash(registry, make_app, path):
+    app = make_app(monitor.metrics_route(source=registry))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.get(path)
+
+    assert response.status_code == 200
+    assert response.content == monitor.generate_latest(registry)
+    assert app.url_path_for("metrics") == "/metrics"
+
+
+async def test_metrics_route_takes_another_path_and_leaves_other_paths_alone(registry):
+    app = starlette_app(monitor.metrics_route("/internal/metrics/", registry))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        served = await client.get("/internal/metrics")
+        below = await client.get("/internal/metrics/x")
+
+    assert served.status_code == 200
+    assert below.status_code == 404
+
+
+def test_metrics_route_is_left_out_of_the_openapi_schema(registry):
+    app = fastapi_app(monitor.metrics_route(source=registry))
+
+    assert "/metrics" not in app.openapi()["paths"]
+
+
+@pytest.mark.parametrize("path", ["metrics", "/", ""])
+def test_metrics_route_refuses_a_path_that_is_not_one(path):
+    with pytest.raises(ValueError, match="must start with '/'"):
+        monitor.metrics_route(path)

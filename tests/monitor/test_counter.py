@@ -33,6 +33,17 @@ def test_a_negative_increment_is_refused_and_changes_nothing(registry):
     assert child.value == 1
 
 
+@pytest.mark.parametrize("amount", [float("nan"), float("inf")])
+def test_a_nan_or_infinite_increment_is_refused_and_does_not_poison_the_total(registry, amount):
+    jobs = monitor.Counter("jobs", "Help.", registry=registry)
+    jobs.inc()
+
+    with pytest.raises(monitor.MetricError, match="is not a finite number"):
+        jobs.inc(amount)
+    jobs.inc()
+    assert jobs.value == 2
+
+
 def test_the_name_ends_with_total_either_way(registry):
     assert monitor.Counter("a", "Help.", registry=registry).name == "a_total"
     assert monitor.Counter("b_total", "Help.", registry=registry).name == "b_total"

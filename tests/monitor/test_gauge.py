@@ -96,3 +96,17 @@ def test_the_merge_rule_is_checked_and_recorded(registry):
     lag = monitor.Gauge("lag", "Help.", multiprocess_mode="max", registry=registry)
     assert default.collect().multiprocess_mode == "sum"
     assert lag.collect().multiprocess_mode == "max"
+
+
+def test_a_failing_function_reads_nan_and_the_rest_is_still_exported(registry, caplog):
+    def pool_size():
+        raise RuntimeError("pool closed")
+
+    monitor.Gauge("pool_size", "Pool.", registry=registry).set_function(pool_size)
+    monitor.Counter("jobs", "Jobs.", registry=registry).inc()
+
+    text = monitor.generate_latest(registry).decode()
+
+    assert "pool_size NaN\n" in text
+    assert "jobs_total 1.0\n" in text
+    assert "its function raised" in caplog.text

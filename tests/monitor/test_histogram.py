@@ -261,3 +261,39 @@ def test_of_sorted_floats_counts_a_whole_chunk_in_one_array():
     assert counted.total == 4
     assert (counted.low, counted.high) == (1000, 5_000_000)
     assert sum(counted.counts) == 4
+
+
+def test_counts_grow_both_ways_across_flushes_exactly_as_one_bulk_count(registry):
+    rng = random.Random(21)
+    chunks = [
+        [rng.uniform(0.01, 0.02) for _ in range(500)],
+        [rng.uniform(0.0001, 0.001) for _ in range(500)],  # below the first: grows down
+        [rng.uniform(1.0, 30.0) for _ in range(500)],  # above: grows up
+        [rng.uniform(0.005, 0.05) for _ in range(500)],  # inside
+    ]
+    hist = monitor.Histogram("h_seconds", "Help.", registry=registry)
+    for chunk in chunks:
+        for value in chunk:
+            hist.observe(value)
+        hist.snapshot()  # one flush per chunk
+
+    everything = sorted(v for chunk in chunks for v in chunk)
+    want = new_histogram(3_600_000_000, 2)
+    _Counted.of_sorted_floats(everything, 1_000_000, 3_600_000_000, 2).add_to(want)
+    got = hist.snapshot().hdr
+    assert list(got.counts) == list(want.counts)
+    assert got.total_count == want.total_count == 2000
+    assert (got.min_value, got.max_value) == (want.min_value, want.max_value)
+
+
+def test_values_recorded_in_bulk_count_like_one_by_one(registry):
+    one = monitor.Histogram("one_seconds", "Help.", registry=registry)
+    bulk = monitor.Histogram("bulk_seconds", "Help.", registry=registry)
+    values = [0.001 * i for i in range(1, 3000)]
+    for value in values:
+        one.observe(value)
+    bulk._series[()]._observe_all(values)
+
+    a, b = one.snapshot(), bulk.snapshot()
+    assert (a.count, a.sum, a.bucket_counts) == (b.count, b.sum, b.bucket_counts)
+    assert a.quantiles() == b.quantiles()

@@ -1,19 +1,23 @@
 """Several worker processes, one merged view: exact merges, dead workers folded once."""
 
+import fcntl
 import math
 import multiprocessing
 import os
+import random
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import monitor_worker
 import msgpack
 import pytest
+import zstandard
 from prometheus_client.parser import text_string_to_metric_families
 
 from redline import monitor
@@ -167,8 +171,8 @@ def test_dead_workers_counts_are_folded_once_and_the_directory_stays_small(tmp_p
         assert view["jobs_total"].samples[()] == 2 + 5 * run
         assert view["job_seconds"].samples[()].count == 1 + 10 * run
         assert view["job_seconds"].samples[()].bucket_counts[8] == 10 * run  # le=0.25
-        # This process's file and the archive: never more, however many workers died.
-        assert snapshot_files(tmp_path) == sorted([ARCHIVE, shared.file.name])
+        # The archive alone, however many workers died: reading wrote no file of its own.
+        assert snapshot_files(tmp_path) == [ARCHIVE]
 
     again = {family.name: family for family in shared.collect()}
     assert again["jobs_total"].samples[()] == 2 + 5 * 3
@@ -315,16 +319,19 @@ def test_expiry_must_leave_room_for_several_writes(tmp_path):
         monitor.SnapshotDirectory(tmp_path, interval=1.0, expire_after=1.5)
 
 
-def test_the_snapshot_file_is_msgpack_with_a_header(tmp_path):
+def test_the_snapshot_file_is_a_msgpack_header_and_a_zstd_compressed_msgpack_body(tmp_path):
     registry = monitor.Registry()
     monitor.Counter("jobs", "Jobs.", registry=registry).inc()
     shared = monitor.SnapshotDirectory(tmp_path, registry=registry)
     shared.write()
 
-    with open(shared.file, "rb") as file:
-        unpacker = msgpack.Unpacker(file, raw=False)
-        header, body = unpacker.unpack(), unpacker.unpack()
+    data = shared.file.read_bytes()
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(data)
+    header = unpacker.unpack()
+    body = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(data[unpacker.tell() :]))
 
+    assert header["format"] == 2
     assert header["pid"] == os.getpid()
     assert time.time() - header["written"] < 10
     assert body[0][0] == "jobs_total"
@@ -361,11 +368,12 @@ def start_script(tmp_path, code: str) -> subprocess.Popen:
     return process
 
 
-def get_over_unix_socket(path) -> bytes:
+def get_over_unix_socket(path, target: str = "/") -> bytes:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
         client.settimeout(10)
         client.connect(str(path))
-        client.sendall(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        request = f"GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        client.sendall(request.encode())
         response = b""
         while chunk := client.recv(65536):
             response += chunk
@@ -480,3 +488,183 @@ def test_close_puts_the_previous_sigterm_handler_back(tmp_path):
         assert signal.getsignal(signal.SIGTERM) is previous
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+# -- graceful shutdown: what finishes after SIGTERM still counts ------------------------------
+
+
+def counted(directory, name: str) -> float:
+    """The merged total of every series of counter ``name`` in ``directory``."""
+    reader = monitor.SnapshotDirectory(
+        directory, registry=monitor.Registry(), interval=60, expire_after=600
+    )
+    view = {family.name: family for family in reader.collect()}
+    return sum(view[name].samples.values()) if name in view else 0
+
+
+def serve_app_file(tmp_path, source: str, *, lifespan: str) -> tuple[subprocess.Popen, object]:
+    """Runs ``source`` (defining ``app``) under ``uvicorn --workers 2`` on a Unix socket;
+    returns once it answers. Workers import the app after uvicorn has put its SIGTERM
+    handler in, so the SnapshotDirectory's handler runs first: at the signal, before the
+    graceful shutdown."""
+    app_dir, sock = tmp_path / "app", tmp_path / "app.sock"
+    app_dir.mkdir()
+    (app_dir / "shutdown_app.py").write_text(textwrap.dedent(source))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "shutdown_app:app", "--app-dir", str(app_dir),
+         "--uds", str(sock), "--lifespan", lifespan, "--workers", "2",
+         "--log-level", "warning"]
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            assert get_over_unix_socket(sock).startswith(b"HTTP/1.1 ")
+            return server, sock
+        except (FileNotFoundError, ConnectionRefusedError):
+            assert server.poll() is None, "uvicorn exited"
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+
+
+def test_a_request_in_flight_at_sigterm_is_in_the_last_snapshot(tmp_path):
+    shared_dir, marker, go = tmp_path / "metrics", tmp_path / "in-flight", tmp_path / "go"
+    server, sock = serve_app_file(
+        tmp_path,
+        f"""
+        import asyncio, pathlib
+        from starlette.applications import Starlette
+        from starlette.responses import PlainTextResponse
+        from starlette.routing import Route
+        from redline import monitor
+
+        # 60 s apart: only writes at shutdown can carry the slow request.
+        shared = monitor.SnapshotDirectory({str(shared_dir)!r}, interval=60,
+                                           expire_after=600).start()
+
+        async def slow(request):
+            pathlib.Path({str(marker)!r}).touch()
+            while not pathlib.Path({str(go)!r}).exists():
+                await asyncio.sleep(0.02)
+            return PlainTextResponse("done")
+
+        app = monitor.MetricsMiddleware(Starlette(routes=[Route("/slow", slow)]))
+        """,
+        lifespan="off",
+    )
+    answers = []
+    try:
+        client = threading.Thread(
+            target=lambda: answers.append(get_over_unix_socket(sock, "/slow")), daemon=True
+        )
+        client.start()
+        deadline = time.monotonic() + 30
+        while not marker.exists():
+            assert time.monotonic() < deadline, "the slow request never started"
+            time.sleep(0.01)
+        server.send_signal(signal.SIGTERM)  # while /slow is in flight
+        time.sleep(0.5)  # the workers' SIGTERM handlers have run
+        go.touch()
+        client.join(30)
+        assert server.wait(30) == 0
+    finally:
+        server.kill()
+        server.wait()
+
+    assert answers and answers[0].startswith(b"HTTP/1.1 200")
+    reader = monitor.SnapshotDirectory(shared_dir, registry=monitor.Registry())
+    view = {family.name: family for family in reader.collect()}
+    assert view["http_requests_total"].samples[("/slow", "GET", "200")] == 1
+
+
+def test_what_the_app_records_at_lifespan_shutdown_is_in_the_last_snapshot(tmp_path):
+    shared_dir = tmp_path / "metrics"
+    server, _ = serve_app_file(
+        tmp_path,
+        f"""
+        import contextlib
+        from starlette.applications import Starlette
+        from redline import monitor
+
+        shared = monitor.SnapshotDirectory({str(shared_dir)!r}, interval=60,
+                                           expire_after=600).start()
+        closed = monitor.Counter("pools_closed", "Pools closed at shutdown.")
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app):
+            yield
+            closed.inc()  # after the write at the signal
+
+        app = monitor.MetricsMiddleware(Starlette(lifespan=lifespan))
+        """,
+        lifespan="on",
+    )
+    try:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(30) == 0
+    finally:
+        server.kill()
+        server.wait()
+
+    assert counted(shared_dir, "pools_closed_total") == 2  # one per worker
+
+
+# -- reading: no writes, no exclusive lock -------------------------------------------------------
+
+
+def test_collect_writes_nothing_and_counts_this_process_as_it_is_now(tmp_path):
+    registry = monitor.Registry()
+    jobs = monitor.Counter("jobs", "Jobs.", registry=registry)
+    shared = monitor.SnapshotDirectory(
+        tmp_path, registry=registry, interval=60, expire_after=600
+    ).start()
+    try:
+        written = shared.file.read_bytes()
+        jobs.inc(4)  # after the write at start
+
+        view = {family.name: family for family in shared.collect()}
+
+        assert view["jobs_total"].samples[()] == 4
+        assert shared.file.read_bytes() == written
+    finally:
+        shared.close()
+
+
+def test_a_reader_does_not_wait_for_writers_holding_the_shared_lock(tmp_path):
+    monitor.SnapshotDirectory(tmp_path, registry=monitor.Registry()).write()
+    # A writer in the middle of its write, from another open file description.
+    fd = os.open(tmp_path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    try:
+        reader = monitor.SnapshotDirectory(tmp_path, registry=monitor.Registry())
+        done = threading.Event()
+        thread = threading.Thread(target=lambda: (reader.collect(), done.set()), daemon=True)
+        thread.start()
+
+        assert done.wait(10), "collect() waited for the writer's shared lock"
+    finally:
+        os.close(fd)
+        thread.join(10)
+
+
+def test_a_histogram_series_snapshot_is_compact_in_memory_and_on_disk(tmp_path):
+    registry = monitor.Registry()
+    hist = monitor.Histogram("latency_seconds", "Latency.", ("route",), registry=registry)
+    rng = random.Random(5)
+    for route in range(20):
+        child = hist.labels(route=f"/r{route}")
+        for _ in range(5000):  # five decades: 20 us to 2 s
+            child.observe(rng.lognormvariate(-4.6, 1.5))
+    value = hist.labels(route="/r0").snapshot()
+    shared = monitor.SnapshotDirectory(tmp_path, registry=registry)
+    shared.write()
+
+    dense = monitor.Histogram("d_seconds", "D.", registry=None)
+    dense.observe(1.0)
+    dense_bytes = dense.snapshot().hdr.counts_len * 8  # what a dense copy holds: 26 KB
+    held = value._span.counts.itemsize * len(value._span.counts)
+    assert held < dense_bytes / 3
+    assert value._hdr is None  # no dense copy kept
+    assert shared.file.stat().st_size / 20 < 2_000  # bytes per series in the file
+    reader = monitor.SnapshotDirectory(tmp_path, registry=monitor.Registry())
+    restored = {family.name: family for family in reader.collect()}
+    assert restored["latency_seconds"].samples[("/r0",)].quantiles() == value.quantiles()

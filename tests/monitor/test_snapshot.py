@@ -140,3 +140,32 @@ def test_subtracting_a_baseline_leaves_what_came_after():
     assert value.quantile(0.5) == pytest.approx(5.0, rel=0.01)
     below = monitor.DEFAULT_BUCKETS.index(2.5)
     assert value.bucket_counts[below:] == (0,) + (1,) * (len(value.bucket_counts) - below - 1)
+
+
+def test_snapshots_of_the_previous_format_with_hdrh_blobs_still_unpack():
+    families = worker_view(samples=[0.001, 0.02, 0.3, 0.3])
+    packed = pack_families(families)
+    for row in packed:
+        if row[1] == "histogram":
+            # Format 1 carried each series' HDR histogram in hdrh's own encoding.
+            row[-1] = [[*series[:4], by_name(families)[row[0]].samples[()].encoded()]
+                       for series in row[-1]]  # fmt: skip
+
+    restored = by_name(unpack_families(packed))["latency_seconds"].samples[()]
+
+    original = by_name(families)["latency_seconds"].samples[()]
+    assert restored.quantiles() == original.quantiles()
+    assert (restored.count, restored.bucket_counts) == (original.count, original.bucket_counts)
+
+
+def test_a_series_snapshot_keeps_its_counts_compactly_and_answers_like_the_dense_histogram():
+    rng = random.Random(11)
+    samples = [rng.lognormvariate(-3, 2) for _ in range(20_000)]
+    value = by_name(worker_view(samples=samples))["latency_seconds"].samples[()]
+
+    dense = value.hdr
+    assert value._hdr is None and value._span is not None
+    assert dense.total_count == len(samples)
+    assert value.quantiles((0.0, 0.25, 0.5, 0.99, 1.0)) == {
+        q: dense.get_value_at_percentile(q * 100) / value.scale for q in (0.0, 0.25, 0.5, 0.99, 1.0)
+    }

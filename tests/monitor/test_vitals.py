@@ -8,6 +8,7 @@ import random
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from importlib.resources import files
 
 import httpx
@@ -579,10 +580,10 @@ def wait_until(predicate, what, timeout=15.0):
         time.sleep(0.05)
 
 
-@pytest.fixture(scope="module")
-def browser_run():
-    """Chromium visits a shop page (a layout shift, then a slow click), then an article page
-    (no input, no shift), then about:blank; each page's beacon goes to a real uvicorn."""
+@contextmanager
+def site_with_vitals():
+    """A real uvicorn serving the shop and article pages and the vitals app (behind a
+    Recorder); yields (base URL, VitalsApp, Recorder, registry)."""
     chromium()
     registry = monitor.Registry()
     vitals = monitor.VitalsApp(registry)
@@ -601,18 +602,33 @@ def browser_run():
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     wait_until(lambda: server.started, "uvicorn to start")
-    base = f"http://127.0.0.1:{port}"
-    started = time.perf_counter()
     try:
+        yield f"http://127.0.0.1:{port}", vitals, recorder, registry
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def click_buy(browser):
+    x, y = browser.evaluate(
+        "(() => { const r = document.getElementById('buy').getBoundingClientRect();"
+        " return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+    )
+    browser.click(x, y)
+    wait_until(lambda: browser.evaluate("state.clickTimed"), "the click's timing entry")
+
+
+@pytest.fixture(scope="module")
+def browser_run():
+    """Chromium visits a shop page (a layout shift, then a slow click), then an article page
+    (no input, no shift), then about:blank; each page's beacon goes to a real uvicorn."""
+    with site_with_vitals() as (base, vitals, recorder, registry):
+        started = time.perf_counter()
         with devtools() as browser:
             browser.navigate(f"{base}/shop/123?ref=mail#top")
             wait_until(lambda: browser.evaluate("state.ready"), "the shop page to settle")
-            x, y = browser.evaluate(
-                "(() => { const r = document.getElementById('buy').getBoundingClientRect();"
-                " return [r.x + r.width / 2, r.y + r.height / 2]; })()"
-            )
-            browser.click(x, y)
-            wait_until(lambda: browser.evaluate("state.clickTimed"), "the click's timing entry")
+            click_buy(browser)
             browser.navigate(f"{base}/articles/7")
             wait_until(lambda: browser.evaluate("state.ready"), "the article page to settle")
             browser.navigate("about:blank")
@@ -625,10 +641,27 @@ def browser_run():
             "exposition": monitor.generate_latest(registry).decode(),
             "seconds": seconds,
         }
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+
+
+def test_chromium_sends_once_at_the_first_hide_not_again_after_the_tab_returns():
+    with site_with_vitals() as (base, vitals, recorder, _), devtools() as browser:
+        browser.navigate(f"{base}/shop/5")
+        wait_until(lambda: browser.evaluate("state.ready"), "the shop page to settle")
+        posts = lambda: [r for r in recorder.requests if r[0] == "POST"]  # noqa: E731
+        # Another tab in front hides this one for real; bringing it back shows it again.
+        browser.send("Target.createTarget", url="about:blank")
+        wait_until(lambda: browser.evaluate("document.visibilityState") == "hidden", "a hide")
+        wait_until(lambda: len(posts()) == 1, "the beacon of the first hide")
+        browser.send("Page.bringToFront")
+        wait_until(lambda: browser.evaluate("document.visibilityState") == "visible", "a show")
+        click_buy(browser)  # a slow interaction after the page view ended
+        browser.navigate("about:blank")  # hidden again, then unloaded
+        time.sleep(1.5)  # time for a second beacon to arrive, if one were sent
+
+        assert len(posts()) == 1
+        shop = vitals.summary()["/shop/:id"]
+        assert "INP" not in shop
+        assert all(summary.count == 1 for summary in shop.values())
 
 
 def test_chromium_reports_lcp_fcp_ttfb_cls_and_inp_after_a_click(browser_run):

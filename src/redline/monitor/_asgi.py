@@ -1,8 +1,15 @@
-"""``MetricsApp``: the ASGI app that serves ``/metrics``.
+"""``MetricsApp``: the ASGI app that serves ``/metrics``, and ``metrics_route`` to put it in a
+Starlette or FastAPI app.
 
-Mount it where Prometheus scrapes (``app.mount("/metrics", metrics_app)`` in Starlette or
-FastAPI) or serve it alone (``uvicorn redline.monitor:metrics_app``); it answers GET and HEAD
-on whatever path reaches it. Collecting reads and merges snapshot files in multi-process
+It answers GET and HEAD on whatever path reaches it, so it can be served alone
+(``uvicorn redline.monitor:metrics_app``) or routed to. In Starlette and FastAPI, add it with
+``app.routes.append(metrics_route())``, which answers ``/metrics`` and ``/metrics/`` alike.
+``app.mount("/metrics", metrics_app)`` cannot: a ``Mount`` matches only paths below its
+prefix, so the router answers a bare ``/metrics``, the path Prometheus scrapes by default,
+with a 307 redirect to ``/metrics/`` (some scrapers do not follow it), and the mounted app
+never sees the request. A plain ``Route`` would redirect ``/metrics/`` the other way.
+
+Collecting reads and merges snapshot files in multi-process
 mode and flushes every histogram, tens of milliseconds with many series, so it runs in a
 worker thread (``asyncio.to_thread``) rather than stalling the event loop's requests. The
 body is gzipped when the scraper accepts it, as Prometheus does.
@@ -12,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -47,10 +55,26 @@ class MetricsApp:
         accept = b",".join(
             v for k, v in scope.get("headers", ()) if k.lower() == b"accept-encoding"
         )
-        if b"gzip" in accept.lower():
+        if _accepts_gzip(accept):
             body = gzip.compress(body, compresslevel=6)
             headers.append((b"content-encoding", b"gzip"))
         await _respond(send, 200, b"" if method == "HEAD" else body, headers, len(body))
+
+
+def _accepts_gzip(accept: bytes) -> bool:
+    """Whether an Accept-Encoding value admits gzip: named or ``*``, and not at ``q=0``."""
+    for part in accept.lower().split(b","):
+        coding, _, params = part.partition(b";")
+        if coding.strip() not in (b"gzip", b"*"):
+            continue
+        quality = params.strip()
+        if not quality.startswith(b"q="):
+            return True
+        try:
+            return float(quality[2:]) > 0
+        except ValueError:
+            return False
+    return False
 
 
 async def _respond(
@@ -76,6 +100,25 @@ async def _lifespan(receive: Receive, send: Send) -> None:
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+def metrics_route(
+    path: str = "/metrics", source: Collector | MetricsApp | None = None, *, name: str = "metrics"
+) -> Any:
+    """A Starlette route serving ``MetricsApp(source)`` (``source`` may also be a
+    ``MetricsApp``) at ``path`` and ``path + "/"``, without redirects:
+    ``app.routes.append(monitor.metrics_route())``. It is left out of FastAPI's OpenAPI
+    schema; ``app.url_path_for("metrics")`` gives ``path``."""
+    from starlette.routing import Route
+
+    if not isinstance(path, str) or not path.startswith("/") or path == "/":
+        raise ValueError(f"metrics_route: path must start with '/' and name a path, not {path!r}")
+    path = path.rstrip("/")
+    app = source if isinstance(source, MetricsApp) else MetricsApp(source)
+    route = Route(path, app, name=name, include_in_schema=False)
+    # One pattern for both spellings: the router then never redirects between them.
+    route.path_regex = re.compile("^" + re.escape(path) + "/?$")
+    return route
 
 
 metrics_app = MetricsApp()

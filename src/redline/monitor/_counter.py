@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import threading
 from array import array
+from collections.abc import Callable
 from itertools import islice
 from math import fsum
+from math import inf as INF
 from typing import Any
 
 from redline.monitor._exceptions import MetricError
@@ -25,25 +27,14 @@ FLUSH_AT = 4096
 class CounterChild:
     """One labelled series of a counter."""
 
-    __slots__ = ("_pending", "_value", "_lock", "_name")
+    __slots__ = ("inc", "_pending", "_value", "_lock", "_name")
 
     def __init__(self, name: str) -> None:
         self._name = name
         self._pending = array("d")
         self._value = 0.0
         self._lock = threading.Lock()
-
-    def inc(self, amount: float = 1) -> None:
-        """Add ``amount`` (>= 0, default 1)."""
-        if amount < 0:
-            raise MetricError(
-                f"counter {self._name!r}: inc({amount!r}) is negative; counters only go "
-                "up (use a Gauge for values that go down)"
-            )
-        pending = self._pending
-        pending.append(amount)
-        if len(pending) >= FLUSH_AT:
-            self._flush()
+        self.inc = _incrementer(name, self._pending, self._flush)
 
     @property
     def value(self) -> float:
@@ -63,6 +54,27 @@ class CounterChild:
         with self._lock:
             del self._pending[:]
             self._value = 0.0
+
+
+def _incrementer(name: str, pending: array, flush: Callable[[], None]) -> Callable[[float], None]:
+    # A closure rather than a method, as HistogramChild.observe: it runs once per event.
+    append = pending.append
+    limit = FLUSH_AT
+
+    def inc(amount: float = 1) -> None:
+        """Add ``amount`` (>= 0, default 1)."""
+        if not 0 <= amount < INF:
+            # NaN or infinity would stay in the total for good: refused like a negative.
+            problem = "is negative" if amount < 0 else "is not a finite number"
+            raise MetricError(
+                f"counter {name!r}: inc({amount!r}) {problem}; counters only go up, by "
+                "finite amounts (use a Gauge for values that go down)"
+            )
+        append(amount)
+        if len(pending) >= limit:
+            flush()
+
+    return inc
 
 
 class Counter(Metric):

@@ -465,16 +465,21 @@ def _since(now: MetricFamily | None, base: _Reading | None) -> dict[tuple[str, .
 
 def _combined(values: Iterable[HistogramValue]) -> HistogramValue | None:
     """One histogram of several series' samples (for quantiles only), None if no samples."""
-    values = [v for v in values if v.count and v.hdr is not None]
+    values = [v for v in values if v.count and _layout(v) is not None]
     if not values:
         return None
-    first = values[0].hdr
-    assert first is not None
-    hdr = new_histogram(first.highest_trackable_value, first.significant_figures)
+    hdr = new_histogram(*_layout(values[0]))  # type: ignore[misc]
     for value in values:
-        hdr.add(value.hdr)
+        value._add_to(hdr)
     count = sum(v.count for v in values)
     return HistogramValue(count, math.fsum(v.sum for v in values), (), values[0].scale, hdr=hdr)
+
+
+def _layout(value: HistogramValue) -> tuple[int, int] | None:
+    if value._span is not None:
+        return value._span.highest, value._span.digits
+    hdr = value._hdr
+    return (hdr.highest_trackable_value, hdr.significant_figures) if hdr is not None else None
 
 
 def _quantiles(value: HistogramValue | None) -> dict[str, float | None]:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
+import math
 import threading
 from collections.abc import Callable, Iterable
 from time import time
@@ -25,6 +27,10 @@ from redline.monitor._registry import REGISTRY, Registry
 from redline.monitor._snapshot import GAUGE_MODES, MetricFamily
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+log = logging.getLogger("redline.monitor")
+# Gauge series whose function failed, logged once each rather than at every scrape.
+_failing: set[tuple[str, tuple[str, ...]]] = set()
 
 
 class GaugeChild:
@@ -191,7 +197,17 @@ class Gauge(Metric):
         now = time()
         samples, updated = {}, {}
         for key, child in self._items():
-            samples[key] = child.value
+            try:
+                samples[key] = child.value
+            except Exception:
+                # A failing set_function() source (a closed pool, a gone file) must not take
+                # the whole exposition down with it: this series reads NaN meanwhile.
+                if (self.name, key) not in _failing:
+                    _failing.add((self.name, key))
+                    log.exception(
+                        "gauge %r%s: its function raised; exported as NaN", self.name, key
+                    )
+                samples[key] = math.nan
             updated[key] = now if child._function is not None else child._updated
         return MetricFamily(
             name=self.name,

@@ -30,19 +30,28 @@ left it when the response ends, and ``None`` falls back to the detection above.
 exception from the app is re-raised after being counted. An exception after the response
 completed (a Starlette background task) does not change the status the client got; the
 duration likewise ends with the response, not with the background tasks. Methods outside
-the standard nine count as ``method="other"``. WebSocket and lifespan scopes, and paths in
-``exclude`` (exactly, or below them: ``/metrics`` excludes ``/metrics/x``), pass through
-untouched.
+the standard nine count as ``method="other"``. WebSocket scopes, and paths in ``exclude``
+(exactly, or below them: ``/metrics`` excludes ``/metrics/x``), pass through untouched.
 
-Cost: a trivial Starlette endpoint under uvicorn spends some 70-90 us of CPU a request, and
-Python code run between the server's system calls costs two to three times what a loop in a
-microbenchmark shows, so the request path does as little as it can: the wrapper of ``send``
-is a plain function returning the server's awaitable (no coroutine of its own), and a
-finished request is appended to a list as ``(route, method, status, seconds, size)``. The
-list is added to the metrics in bulk, in a tight loop, every 1024 requests and whenever
-one of the metrics is collected (a scrape, a multi-process snapshot), so every collected
-view is exact; only a child read directly (``.labels(...).value``) can be behind.
-``benchmarks/middleware_bench.py`` measures it.
+Shutdown: the lifespan scope passes through too, but when the app reports its shutdown
+complete, and when after a SIGTERM no request is left in flight, the middleware writes the
+last snapshot of every started ``SnapshotDirectory`` of the process, so that the requests
+that were in flight at the signal, and what the app records on its way out, are counted
+before a server such as uvicorn ends the process by re-raising the signal.
+
+Cost: a trivial Starlette endpoint under uvicorn spends some 70-110 us of CPU a request, and
+Python code run between the server's system calls costs three to four times what a loop in
+a microbenchmark shows, so the request path does as little as it can: the wrapper of
+``send`` is a plain function returning the server's awaitable (no coroutine of its own),
+what it only reads comes as default arguments, a route seen before is one dict lookup by
+identity (no call), and a finished request is appended to a list as ``(route, method,
+status, seconds, size)``. The list is added to the metrics in bulk every 1024 requests,
+grouped by C-level passes (``Counter`` over the keys, lists per series filled by ``map``),
+then one bulk record per series; and whenever one of the metrics is collected (a scrape, a
+multi-process snapshot), so every collected view is exact; only a child read directly
+(``.labels(...).value``) can be behind. ``benchmarks/middleware_bench.py`` measures it,
+beside a middleware that only forwards and one that only wraps ``send`` to time requests:
+the floor any pure-Python instrumentation pays.
 """
 
 from __future__ import annotations
@@ -52,7 +61,10 @@ import re
 import sys
 import threading
 import weakref
+from collections import Counter as Tally
+from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from operator import itemgetter
 from time import perf_counter
 from typing import Any
 
@@ -60,6 +72,7 @@ from redline.monitor._counter import Counter
 from redline.monitor._exceptions import MetricError
 from redline.monitor._gauge import Gauge
 from redline.monitor._histogram import DEFAULT_BUCKETS, Histogram, exponential_buckets
+from redline.monitor._multiprocess import SIGNALLED, write_last_snapshots
 from redline.monitor._registry import REGISTRY, Registry
 from redline.monitor._snapshot import MetricFamily
 
@@ -150,23 +163,36 @@ class MetricsMiddleware:
         self._in_flight = _InFlight.of(self.in_progress)
         self._routes = _RouteTemplates()
         self._route = self._routes.template if route_of is None else self.route
+        finished = self._finished
+        # route_of decides every request's label itself: then no template is looked up.
+        templates = self._routes.by_route if route_of is None else {}
+        self._skip = (self._exclude, self._exclude_below)
+        self._sizes = self.response_size is not None
+        self._hot = (self._route, templates.get, finished, finished.entries, finished.batch)
+        # Request method -> (its label, the list of its requests in flight).
+        self._methods: dict[str, tuple[str, list[None]]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            if scope["type"] == "lifespan":
+                await self.app(scope, receive, self._lifespan_sender(send))
+            else:
+                await self.app(scope, receive, send)
             return
+        # The request's state lives in closure cells, not in a responder object, and what
+        # send_ only reads is bound as default arguments, not cells, the middleware's share
+        # in one tuple: on this path every allocation and attribute lookup shows in the
+        # throughput of a trivial endpoint.
+        exclude, below = self._skip
         path = scope["path"]
         if (
-            path in self._exclude
-            or path.startswith(self._exclude_below)
+            path in exclude
+            or path.startswith(below)
             or (scope.get("root_path") and self._below_root(scope))
         ):
             await self.app(scope, receive, send)
             return
-        # The request's state lives in closure cells, not in a responder object, and what
-        # send_ only reads is bound as default arguments, not cells: on this path every
-        # allocation and attribute lookup shows in the throughput of a trivial endpoint.
-        method = _METHOD.get(scope["method"], "other")
+        method, flight = self._methods.get(scope["method"]) or self._method(scope["method"])
         started = perf_counter()
         status = size = 0  # status: 0 before http.response.start, -1 once recorded
         trailers = disconnected = False
@@ -184,39 +210,46 @@ class MetricsMiddleware:
             scope: Scope = scope,
             method: str = method,
             started: float = started,
-            route: Callable[[Scope], str] = self._route,
-            finished: _Finished = self._finished,
-            entries: list[Any] = self._finished.entries,
-            batch: int = self._finished.batch,
-            sizes: bool = self.response_size is not None,
+            hot: tuple[Any, ...] = self._hot,
+            sizes: bool = self._sizes,
         ) -> Awaitable[None]:
             nonlocal status, size, trailers
             kind = message["type"]
-            if kind == "http.response.start":
-                status = message["status"]
-                trailers = message.get("trailers", False)
-            elif kind == "http.response.body":
+            if kind == "http.response.body":
                 if sizes:
                     size += len(message.get("body", b""))
                 if status > 0 and not trailers and not message.get("more_body", False):
                     # Recorded as the last message goes out: this wrapper returns the server's
-                    # awaitable rather than awaiting it in a coroutine of its own.
-                    entries.append((route(scope), method, status, perf_counter() - started, size))
+                    # awaitable rather than awaiting it in a coroutine of its own. A route
+                    # seen before costs one lookup here, not a call.
+                    route, template_of, finished, entries, batch = hot
+                    template = template_of(id(scope.get("route")))
+                    if template is None:
+                        template = route(scope)
+                    entries.append((template, method, status, perf_counter() - started, size))
                     status = -1
                     if len(entries) >= batch:
                         finished.drain()
+            elif kind == "http.response.start":
+                status = message["status"]
+                trailers = message.get("trailers", False)
             elif status > 0 and (
                 kind == "http.response.pathsend"
                 or (kind == "http.response.trailers" and not message.get("more_trailers", False))
             ):
+                route, _, finished, _, _ = hot
                 finished.add(route(scope), method, status, perf_counter() - started, size)
                 status = -1
             return send(message)
 
-        flight = self._in_flight[method]
         flight.append(None)
         try:
             await self.app(scope, receive_, send_)
+            if status >= 0:
+                status, failed = -1, CLIENT_CLOSED if disconnected else 500
+                self._finished.add(
+                    self._route(scope), method, failed, perf_counter() - started, size
+                )
         except BaseException as exc:
             if status >= 0:
                 # ASGI 2.4 servers raise OSError from send() once the client has gone, and
@@ -230,9 +263,27 @@ class MetricsMiddleware:
             raise
         finally:
             flight.pop()
-        if status >= 0:
-            failed = CLIENT_CLOSED if disconnected else 500
-            self._finished.add(self._route(scope), method, failed, perf_counter() - started, size)
+            if SIGNALLED:
+                _write_if_idle()
+
+    def _method(self, method: str) -> tuple[str, list[None]]:
+        label = _METHOD.get(method, "other")
+        found = label, self._in_flight[label]
+        if label != "other":  # only the standard methods: the dict stays small
+            self._methods[method] = found
+        return found
+
+    def _lifespan_sender(self, send: Send) -> Send:
+        async def send_(message: Message) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                # The server has drained its connections and the app's own shutdown has
+                # run: what every request recorded is in, so write the last snapshot now,
+                # before a server that re-raises SIGTERM (uvicorn) ends the process.
+                self._finished.drain()
+                write_last_snapshots()
+            await send(message)
+
+        return send_
 
     def route(self, scope: Scope) -> str:
         """The ``route`` label of a handled request: ``route_of(scope)``, else the matched
@@ -292,29 +343,52 @@ class _Finished:
                 return
             batch = entries[:n]
             del entries[:n]
-        counts: dict[tuple[str, str, int], int] = {}
-        observe = {}
-        duration, size = self.duration, self.size
-        for route, method, status, seconds, size_ in batch:
-            key = (route, method, status)
-            counts[key] = counts.get(key, 0) + 1
-            pair = (route, method)
-            recorders = observe.get(pair)
-            if recorders is None:
-                recorders = observe[pair] = (
-                    duration.labels(route, method).observe,
-                    size.labels(route, method).observe if size is not None else None,
-                )
-            recorders[0](seconds)
-            if recorders[1] is not None:
-                recorders[1](size_)
+        # Grouped first, with C-level passes where possible: then one labels() lookup and
+        # one bulk record per series rather than per request.
         labels = self.requests.labels
-        for (route, method, status), count in counts.items():
-            labels(route, method, status).inc(count)
+        for key, count in Tally(map(_STATUS_KEY, batch)).items():
+            labels(*key).inc(count)
+        durations: defaultdict[tuple[str, str], list[float]] = defaultdict(list)
+        _group(durations, map(_PAIR, batch), map(_SECONDS, batch))
+        sizes: defaultdict[tuple[str, str], list[float]] = defaultdict(list)
+        if self.size is not None:
+            _group(sizes, map(_PAIR, batch), map(_SIZE, batch))
+        for (route, method), values in durations.items():
+            _observe_all(self.duration.labels(route, method), values)
+        for (route, method), values in sizes.items():
+            _observe_all(self.size.labels(route, method), values)  # type: ignore[union-attr]
 
     def clear(self) -> None:
         with self._lock:
             del self.entries[:]
+
+
+_STATUS_KEY = itemgetter(0, 1, 2)
+_PAIR = itemgetter(0, 1)
+_SECONDS = itemgetter(3)
+_SIZE = itemgetter(4)
+
+
+def _group(groups: defaultdict[Any, list[Any]], keys: Iterable[Any], values: Iterable[Any]) -> None:
+    """Append each value to the list of its key, in C: no Python code runs per value."""
+    deque(map(list.append, map(groups.__getitem__, keys), values), maxlen=0)
+
+
+def _observe_all(child: Any, values: list[float]) -> None:
+    """Record ``values`` on a histogram child at once, or one by one on another type's."""
+    bulk = getattr(child, "_observe_all", None)
+    if bulk is not None:
+        bulk(values)
+    else:
+        for value in values:
+            child.observe(value)
+
+
+def _write_if_idle() -> None:
+    """After SIGTERM, the last snapshot once no request is in flight in this process: the
+    requests that were in flight at the signal have then finished and counted."""
+    if not any(flight for flights in list(_IN_FLIGHT.values()) for flight in flights.values()):
+        write_last_snapshots()
 
 
 class _Drained:
@@ -441,6 +515,9 @@ class _RouteTemplates:
         # id(route or endpoint) -> (it, its template, or None when several are possible);
         # the object is kept so that its id cannot be reused by another one.
         self._known: dict[int, tuple[Any, str | None]] = {}
+        # id(route) -> its template, for routes with one template: what the middleware
+        # looks up itself, without a call, on every request.
+        self.by_route: dict[int, str] = {}
         # id(root router) -> (router, its _Tree)
         self._trees: dict[int, tuple[Any, _Tree]] = {}
 
@@ -464,14 +541,14 @@ class _RouteTemplates:
             # prefixes; an endpoint alone says nothing.
             template = None if by_endpoint else getattr(found, "path_format", None)
             template = template if isinstance(template, str) else UNMATCHED
-            self._remember(found, template)
+            self._remember(found, template, by_endpoint)
             return template
         templates = {candidate.template for candidate in candidates}
         if len(templates) == 1:
             template = templates.pop()
-            self._remember(found, template)
+            self._remember(found, template, by_endpoint)
             return template
-        self._remember(found, None)
+        self._remember(found, None, by_endpoint)
         path = scope.get("path", "")
         root = scope.get("app_root_path", scope.get("root_path", ""))
         if root and path.startswith(root):
@@ -481,11 +558,14 @@ class _RouteTemplates:
                 return candidate.template
         return candidates[0].template
 
-    def _remember(self, found: Any, template: str | None) -> None:
+    def _remember(self, found: Any, template: str | None, by_endpoint: bool) -> None:
         if len(self._known) >= 10_000:
             # Routes or endpoints made per request would grow this without end.
             self._known.clear()
+            self.by_route.clear()
         self._known[id(found)] = (found, template)
+        if template is not None and not by_endpoint:
+            self.by_route[id(found)] = template
 
     def _candidates(self, router: Any, found: Any, by_endpoint: bool) -> list[_Candidate]:
         if router is None:

@@ -2,13 +2,15 @@
 snapshot files in a shared directory.
 
 Each worker process keeps its metrics in memory as usual and, with ``SnapshotDirectory``
-started, writes ONE file with its whole registry state: every second (``interval``), right
-before it serves ``/metrics``, and at exit. The file is msgpack (a small header, then every
-family: counters, gauges with their merge rule and time of change, histograms as hdrh-encoded
-HDR blobs with bucket counts, sum and count), written to a temporary file and renamed over
-the old one, so readers see a whole snapshot or the previous one. Serving ``/metrics`` in any
-worker reads every file and merges: counters add, histograms add exactly, gauges follow their
-``multiprocess_mode``.
+started, writes ONE file with its whole registry state: every second (``interval``), at the
+end of a graceful shutdown and at exit. The file is a msgpack header (id, pid, host, process
+start, time written), then every family as msgpack compressed with zstd: counters, gauges
+with their merge rule and time of change, histograms with bucket counts, sum, count and the
+span of their HDR counts as raw words (see ``HistogramValue``). It is written to a temporary
+file and renamed over the old one, so readers see a whole snapshot or the previous one.
+Serving ``/metrics`` in any worker reads the other workers' files and merges them with its
+own registry as it is then: counters add, histograms add exactly, gauges follow their
+``multiprocess_mode``. Reading writes nothing.
 
 Why not prometheus_client's multiprocess mode: it keeps one mmap file per metric type and
 pid, which pile up as workers are recycled (gunicorn ``max_requests``) until someone wipes the
@@ -23,9 +25,11 @@ worker plus one archive:
   histograms are FOLDED into ``archive.msgpack`` so no count is lost, its gauges are dropped
   (they described a process that is gone), and its file is deleted.
 - Folding happens under an exclusive ``flock`` on ``.lock``; writers and readers take it
-  shared. Two workers never fold the same file twice, and no reader sees a worker both in its
-  file and in the archive (a counter would jump). The archive records the ids it folded, so
-  a fold interrupted between writing the archive and deleting the files is not counted twice.
+  shared, so scrapes wait neither for each other nor for writes, and a scrape that finds a
+  dead worker lets go, folds, and reads again. Two workers never fold the same file twice,
+  and no reader sees a worker both in its file and in the archive (a counter would jump).
+  The archive records the ids it folded, so a fold interrupted between writing the archive
+  and deleting the files is not counted twice.
 - A worker that was folded while still alive (stalled past ``expire_after``) notices that
   its file is gone on its next write and from then on writes only what it recorded since the
   snapshot that was folded, under a new id, so nothing is counted twice.
@@ -54,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import zstandard
 
 from redline.monitor._exceptions import SnapshotError
 from redline.monitor._registry import REGISTRY, Registry
@@ -75,9 +80,16 @@ log = logging.getLogger("redline.monitor")
 ENV_DIRECTORY = "REDLINE_MONITOR_DIR"
 ARCHIVE = "archive.msgpack"
 _WORKER_GLOB = "worker-*.msgpack"
-_FORMAT = 1
+# 2: the body is zstd-compressed and histograms carry their HDR counts as spans of raw words;
+# 1 (hdrh's base64 encoding, uncompressed) is still read.
+_FORMAT = 2
 _HOST = socket.gethostname()
 _PROC = Path("/proc/self/stat").exists()
+# Every SnapshotDirectory of this process (see collect()).
+_INSTANCES: weakref.WeakSet[SnapshotDirectory] = weakref.WeakSet()
+# Holds SIGTERM once it was received: a graceful shutdown is under way, and
+# MetricsMiddleware writes the last snapshots when its last request in flight ends.
+SIGNALLED: set[int] = set()
 # How long a SIGTERM waits for the last write before the previous handler runs anyway: the
 # signal may interrupt the main thread while it holds a lock the write needs.
 _SIGNAL_WRITE_TIMEOUT = 2.0
@@ -89,8 +101,9 @@ class SnapshotDirectory:
     ``SnapshotDirectory(directory=None, *, registry=REGISTRY, interval=1.0,
     expire_after=60.0)``; ``directory`` defaults to ``$REDLINE_MONITOR_DIR``. Call
     ``start()`` in every worker (it writes at once, then every ``interval`` seconds and at
-    exit) and serve ``MetricsApp(this)``; ``collect()`` returns the merged families.
-    Usable as a context manager (start, then close).
+    exit) and serve ``MetricsApp(this)``; ``collect()`` returns the merged families, this
+    process counted from its registry as it is, and writes nothing. Usable as a context
+    manager (start, then close).
 
     Exit includes SIGTERM, which servers such as uvicorn end with by re-raising it under the
     default handler, skipping ``atexit``: ``start()`` in the main thread chains a SIGTERM
@@ -98,8 +111,10 @@ class SnapshotDirectory:
     2 s, so a lock held by the interrupted code cannot hang it), then does what the previous
     handler did: calls it, ignores the signal, or restores the default and re-raises.
     ``close()`` puts the previous handler back. What requests still in flight at the signal
-    record during a graceful shutdown is saved only by ``close()`` at lifespan shutdown.
-    SIGINT is left alone: Python's default raises ``KeyboardInterrupt``, which reaches
+    record during the graceful shutdown that follows is written by ``MetricsMiddleware`` once
+    none is left in flight and again at lifespan shutdown (``write_last_snapshots``), or by
+    ``close()`` at lifespan shutdown in an app without it. SIGINT is left alone: Python's
+    default raises ``KeyboardInterrupt``, which reaches
     ``atexit``.
     """
 
@@ -143,6 +158,7 @@ class SnapshotDirectory:
         self._fork_hook = False
         self._new_identity()
         self._baseline: list[MetricFamily] | None = None
+        _INSTANCES.add(self)
 
     def __repr__(self) -> str:
         return f"<SnapshotDirectory {str(self.path)!r} as {self._id}>"
@@ -240,6 +256,7 @@ class SnapshotDirectory:
             self._sigterm_previous = None
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
+        SIGNALLED.add(signum)
         previous = self._sigterm_previous
         if self._atexit:
             # Not in this thread: the interrupted code may hold the write lock, a metric's
@@ -286,14 +303,7 @@ class SnapshotDirectory:
         with self._write_lock:
             families = self.registry.collect()
             with self._locked(fcntl.LOCK_SH):
-                if self._last_written is not None and not self._file.exists():
-                    # Folded into the archive while alive: the archive now holds everything
-                    # up to the last snapshot, so write only what came after, as a new worker.
-                    self._baseline = self._last_written
-                    self._new_identity()
-                written = families
-                if self._baseline is not None:
-                    written = subtract_families(families, self._baseline)
+                written = self._unfolded(families)
                 header = {
                     "format": _FORMAT,
                     "id": self._id,
@@ -305,20 +315,50 @@ class SnapshotDirectory:
                 _write_atomically(self._file, header, written, self._id)
                 self._last_written = families
 
+    def _unfolded(self, families: list[MetricFamily]) -> list[MetricFamily]:
+        """What of ``families`` (the registry now) the archive does not hold. Under the
+        write lock and the directory's lock."""
+        if self._last_written is not None and not self._file.exists():
+            # Folded into the archive while alive: the archive now holds everything up to
+            # the last snapshot, so count only what came after, as a new worker.
+            self._baseline = self._last_written
+            self._new_identity()
+        if self._baseline is None:
+            return families
+        return subtract_families(families, self._baseline)
+
     # -- reading and folding --------------------------------------------------------------
 
     def collect(self) -> list[MetricFamily]:
-        """The merged view of every live worker and the archive (this process's snapshot is
-        written first, so it is current)."""
-        self.write()
-        with self._locked(fcntl.LOCK_EX):
-            archive, live = self._scan()
-        live.sort(key=lambda item: item[0] != self._pid)
-        return merge_families([*live, (None, archive)])
+        """The merged view of every live worker and the archive. This process counts as its
+        registry is now, not as its file last was, so its figures are current; nothing is
+        written (a process that only reads leaves no file). Readers share the directory's
+        lock with writers and each other; only folding dead workers, which a read that
+        finds some does first, takes it alone."""
+        mine = self._files_of_this_registry()
+        for _ in range(3):
+            with self._write_lock:
+                families = self.registry.collect()
+                with self._locked(fcntl.LOCK_SH):
+                    own = self._unfolded(families)
+                    archive, live, dead = self._read_all(skip=mine | {self._file})
+            if not dead:
+                break
+            self.fold()
+        return merge_families([(self._pid, own), *live, (None, archive)])
+
+    def _files_of_this_registry(self) -> set[Path]:
+        # Other SnapshotDirectory instances of this process on the same registry and
+        # directory: their files are this registry too, which collect() reads live.
+        return {
+            other._file
+            for other in list(_INSTANCES)
+            if other is not self and other.registry is self.registry and other.path == self.path
+        }
 
     def fold(self) -> int:
         """Fold dead workers' snapshots into the archive now; returns how many were folded.
-        The periodic writer calls this; a scrape folds too."""
+        The periodic writer calls this; a scrape that finds dead workers does too."""
         now = time.time()
         suspects = False
         for path in self._worker_files():
@@ -338,17 +378,23 @@ class SnapshotDirectory:
             return 0
         with self._locked(fcntl.LOCK_EX):
             before = len(self._worker_files())
-            self._scan()
+            self._fold_dead()
             return before - len(self._worker_files())
 
-    def _scan(self) -> tuple[list[MetricFamily], list[tuple[int, list[MetricFamily]]]]:
-        # Under the exclusive lock: fold the dead, return the archive and the live snapshots.
+    def _read_all(
+        self, skip: set[Path]
+    ) -> tuple[list[MetricFamily], list[tuple[int, list[MetricFamily]]], list[Path]]:
+        """The archive, the live workers' snapshots (but those in ``skip``) and the paths
+        of dead ones, changing nothing. Under the directory's lock, shared or exclusive:
+        files are replaced by rename, so each is read whole."""
         now = time.time()
         archive_header, archive = self._read_archive()
         already = set(archive_header.get("folded", ()))
         live: list[tuple[int, list[MetricFamily]]] = []
-        dead: list[tuple[Path, dict[str, Any], list[MetricFamily]]] = []
+        dead: list[Path] = []
         for path in self._worker_files():
+            if path in skip:
+                continue
             try:
                 header, body = _read(path)
                 families = unpack_families(body)
@@ -359,11 +405,34 @@ class SnapshotDirectory:
                 continue
             if header["id"] in already:
                 # Folded by a fold that was interrupted before it could delete the file.
-                path.unlink(missing_ok=True)
-            elif path != self._file and self._is_dead(header, now):
-                dead.append((path, header, families))
+                dead.append(path)
+            elif self._is_dead(header, now):
+                dead.append(path)
             else:
                 live.append((header["pid"], families))
+        return archive, live, dead
+
+    def _fold_dead(self) -> None:
+        # Under the exclusive lock: fold the dead into the archive, delete their files.
+        now = time.time()
+        archive_header, archive = self._read_archive()
+        already = set(archive_header.get("folded", ()))
+        dead: list[tuple[Path, dict[str, Any], list[MetricFamily]]] = []
+        for path in self._worker_files():
+            if path == self._file:
+                continue
+            try:
+                header, body = _read(path)
+                families = unpack_families(body)
+            except FileNotFoundError:
+                continue
+            except Exception as exc:
+                self._unreadable(path, exc, now)
+                continue
+            if header["id"] in already:
+                path.unlink(missing_ok=True)
+            elif self._is_dead(header, now):
+                dead.append((path, header, families))
         if dead:
             archive = merge_families(
                 [(None, archive), *((h["pid"], f) for _, h, f in dead)], gauges=False
@@ -377,7 +446,6 @@ class SnapshotDirectory:
         for tmp in self._stale_tmp(now):
             # Left by a process that died while writing.
             tmp.unlink(missing_ok=True)
-        return archive, live
 
     def _stale_tmp(self, now: float) -> Iterator[Path]:
         for tmp in self.path.glob(".tmp-*"):
@@ -432,22 +500,39 @@ class SnapshotDirectory:
             os.close(fd)
 
 
+def write_last_snapshots() -> None:
+    """Write the snapshot of every started ``SnapshotDirectory`` of this process now: a
+    graceful shutdown has let the requests in flight finish (see ``MetricsMiddleware``)."""
+    for directory in list(_INSTANCES):
+        if directory._atexit:
+            directory._write_last()
+
+
 def _write_atomically(
     path: Path, header: dict[str, Any], families: list[MetricFamily], owner: str
 ) -> None:
-    data = msgpack.packb(header) + msgpack.packb(pack_families(families))
+    # The header stays plain, so that judging a worker alive or dead reads only it.
+    body = zstandard.ZstdCompressor(level=3).compress(msgpack.packb(pack_families(families)))
     tmp = path.with_name(f".tmp-{owner}-{path.name}")
-    tmp.write_bytes(data)
+    tmp.write_bytes(msgpack.packb(header) + body)
     os.replace(tmp, path)
 
 
 def _read(path: Path, *, body: bool = True) -> tuple[dict[str, Any], Any]:
-    with open(path, "rb") as file:
-        unpacker = msgpack.Unpacker(file, raw=False)
-        header = unpacker.unpack()
-        if header.get("format") != _FORMAT:
-            raise ValueError(f"unknown snapshot format {header.get('format')!r}")
-        return header, unpacker.unpack() if body else None
+    data = path.read_bytes()
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(data)
+    header = unpacker.unpack()
+    version = header.get("format") if isinstance(header, dict) else None
+    if version not in (1, _FORMAT):
+        raise ValueError(f"unknown snapshot format {version!r}")
+    if not body:
+        return header, None
+    if header["format"] == 1:  # written by an earlier version: plain msgpack, hdrh blobs
+        return header, unpacker.unpack()
+    # A decompressor per read: they may not be shared between threads.
+    raw = zstandard.ZstdDecompressor().decompress(data[unpacker.tell() :])
+    return header, msgpack.unpackb(raw, raw=False)
 
 
 def _proc_stat(pid: int) -> list[str] | None:

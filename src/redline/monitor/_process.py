@@ -239,8 +239,9 @@ class _ReadChild(CounterChild):
         super().__init__(name)
         self._function: Callable[[], float] | None = None
         self._origin = 0.0
+        self.inc = self._refuse
 
-    def inc(self, amount: float = 1) -> None:
+    def _refuse(self, amount: float = 1) -> None:
         raise MetricError(f"counter {self._name!r} is read from the process; it cannot be inc()")
 
     def set_function(self, function: Callable[[], float]) -> None:

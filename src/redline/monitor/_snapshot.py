@@ -23,11 +23,19 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
+from array import array
+from bisect import bisect_left
 from collections.abc import Iterable
+from ctypes import addressof
 from dataclasses import dataclass, field
+from functools import cache
+from itertools import accumulate, repeat
+from operator import sub
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
+from pyhdrh import add_array
 
 from redline._hdr import new_histogram, percentiles
 
@@ -40,15 +48,121 @@ GAUGE_MODES = ("sum", "max", "min", "last", "all")
 _warned: set[str] = set()
 
 
+class _Span:
+    """The counts of an HDR histogram from its lowest to its highest non-zero index: all a
+    snapshot needs, at 4 bytes a count (8 past 2**32), where the dense histogram holds 8
+    bytes for every index of its range (26 KB with the defaults). A latency distribution
+    spanning five decades covers some 2,000 indices; a narrow one a few hundred."""
+
+    __slots__ = ("highest", "digits", "first", "counts", "low", "high")
+
+    def __init__(
+        self, highest: int, digits: int, first: int, counts: array, low: int, high: int
+    ) -> None:
+        self.highest = highest
+        self.digits = digits
+        self.first = first
+        self.counts = counts
+        self.low = low
+        self.high = high
+
+    @classmethod
+    def of(cls, hdr: HdrHistogram) -> _Span | None:
+        """The span of a dense histogram, None if it is empty."""
+        if not hdr.total_count:
+            return None
+        first = hdr.get_counts_array_index(hdr.min_value)
+        last = hdr.get_counts_array_index(hdr.max_value)
+        counts = array("Q")
+        counts.frombytes(memoryview(hdr.counts).cast("B")[first * 8 : (last + 1) * 8])
+        return cls(
+            hdr.highest_trackable_value,
+            hdr.significant_figures,
+            first,
+            _narrow(counts),
+            hdr.min_value,
+            hdr.max_value,
+        )
+
+    def wide(self) -> array:
+        """The counts as 8-byte words, as ``add_array`` adds them."""
+        return self.counts if self.counts.typecode == "Q" else array("Q", self.counts)
+
+    def add_to(self, hdr: HdrHistogram, total: int) -> None:
+        """Add these counts (``total`` of them) into ``hdr``, of the same layout."""
+        counts = self.wide()
+        address, length = counts.buffer_info()
+        add_array(addressof(hdr.counts) + self.first * 8, address, length, 8)
+        hdr.total_count += total
+        hdr.min_value = min(hdr.min_value, self.low)
+        hdr.max_value = max(hdr.max_value, self.high)
+
+    def dense(self, total: int) -> HdrHistogram:
+        hdr = new_histogram(self.highest, self.digits)
+        self.add_to(hdr, total)
+        return hdr
+
+    def percentiles(self, total: int, wanted: tuple[float, ...]) -> dict[float, int]:
+        """What ``redline._hdr.percentiles`` gives for the dense histogram, from the span."""
+        template = _template(self.highest, self.digits)
+        cumulative = list(accumulate(self.counts))
+        last = len(cumulative) - 1
+        out = {}
+        for p in wanted:
+            # hdrh's get_target_count_at_percentile, to the same rounding.
+            target = max(int((min(p, 100.0) * total / 100) + 0.5), 1)
+            index = self.first + min(bisect_left(cumulative, target), last)
+            value = template.get_value_from_index(index)
+            out[p] = (
+                template.get_highest_equivalent_value(value)
+                if p
+                else template.get_lowest_equivalent_value(value)
+            )
+        return out
+
+    def pack(self) -> list[Any]:
+        # Little-endian on every host, so a snapshot directory on shared storage reads alike.
+        counts = self.counts
+        if sys.byteorder != "little":
+            counts = array(counts.typecode, counts)
+            counts.byteswap()
+        return [self.first, counts.itemsize, counts.tobytes(), self.low, self.high]
+
+    @classmethod
+    def unpack(cls, highest: int, digits: int, packed: list[Any]) -> _Span:
+        first, width, raw, low, high = packed
+        counts = array("I" if width == 4 else "Q")
+        if counts.itemsize != width:
+            raise ValueError(f"snapshot counts of {width} bytes are not supported here")
+        counts.frombytes(raw)
+        if sys.byteorder != "little":
+            counts.byteswap()
+        return cls(highest, digits, first, counts, low, high)
+
+
+def _narrow(counts: array) -> array:
+    """4-byte counts when they fit, which they do until a bucket holds 4 billion samples."""
+    return array("I", counts) if not counts or max(counts) < 2**32 else counts
+
+
+@cache
+def _template(highest: int, digits: int) -> HdrHistogram:
+    """An empty histogram of a layout, for its index and value arithmetic."""
+    return new_histogram(highest, digits)
+
+
 class HistogramValue:
     """One histogram series: ``count``, ``sum``, cumulative ``bucket_counts`` (one per upper
     bound of the family's ``buckets``, the last being ``+Inf``, equal to ``count``) and the
-    HDR histogram of the samples in units of ``1 / scale`` (``hdr``, decoded on first use).
+    HDR histogram of the samples in units of ``1 / scale`` (``hdr``).
 
-    Treat it as read-only: it may be shared between several views.
+    A series' own snapshot keeps the HDR counts compactly (from the lowest to the highest
+    non-zero count, 4 bytes each) and builds the dense ``hdr`` only when asked for it;
+    quantiles, merges and the snapshot files work from the compact form. Treat it as
+    read-only: it may be shared between several views.
     """
 
-    __slots__ = ("count", "sum", "bucket_counts", "scale", "_hdr", "_blob")
+    __slots__ = ("count", "sum", "bucket_counts", "scale", "_hdr", "_span")
 
     def __init__(
         self,
@@ -57,30 +171,32 @@ class HistogramValue:
         bucket_counts: tuple[int, ...],
         scale: float,
         hdr: HdrHistogram | None = None,
-        blob: bytes | None = None,
+        *,
+        span: _Span | None = None,
     ) -> None:
         self.count = count
         self.sum = sum
         self.bucket_counts = bucket_counts
         self.scale = scale
         self._hdr = hdr
-        self._blob = blob
+        self._span = span
 
     def __repr__(self) -> str:
         return f"HistogramValue(count={self.count}, sum={self.sum})"
 
     @property
     def hdr(self) -> HdrHistogram | None:
-        """The HDR histogram (integer values, ``value / scale`` in base units), None if empty."""
-        if self._hdr is None and self._blob is not None:
-            self._hdr = HdrHistogram.decode(self._blob)
-        return self._hdr
+        """The HDR histogram (integer values, ``value / scale`` in base units), None if empty;
+        built anew from the compact form on each access."""
+        if self._hdr is not None:
+            return self._hdr
+        span = self._span
+        return span.dense(self.count) if span is not None else None
 
     def encoded(self) -> bytes | None:
-        """The HDR histogram in hdrh's compressed encoding, None if empty."""
-        if self._blob is None and self._hdr is not None and self._hdr.total_count:
-            self._blob = self._hdr.encode()
-        return self._blob
+        """The HDR histogram in hdrh's compressed encoding (for hdrh's tools), None if empty."""
+        hdr = self.hdr
+        return hdr.encode() if hdr is not None and hdr.total_count else None
 
     def quantile(self, q: float) -> float:
         """The ``q`` quantile (0..1) in base units; NaN when there are no samples."""
@@ -89,11 +205,22 @@ class HistogramValue:
     def quantiles(self, qs: Iterable[float] = QUANTILES) -> dict[float, float]:
         """``{q: value}`` for several quantiles at once (one pass over the counts)."""
         qs = tuple(qs)
-        hdr = self.hdr
-        if hdr is None or not hdr.total_count:
+        wanted = tuple(q * 100 for q in qs)
+        if self._hdr is not None:
+            if not self._hdr.total_count:
+                return dict.fromkeys(qs, math.nan)
+            values = percentiles(self._hdr, wanted)
+        elif self._span is not None:
+            values = self._span.percentiles(self.count, wanted)
+        else:
             return dict.fromkeys(qs, math.nan)
-        values = percentiles(hdr, tuple(q * 100 for q in qs))
         return {q: values[q * 100] / self.scale for q in qs}
+
+    def _add_to(self, hdr: HdrHistogram) -> None:
+        if self._hdr is not None:
+            hdr.add(self._hdr)
+        elif self._span is not None:
+            self._span.add_to(hdr, self.count)
 
 
 @dataclass(slots=True, eq=False)
@@ -168,10 +295,7 @@ class _HistogramSum:
             return
         if self.hdr is None:
             self.hdr = new_histogram(self.family.highest, self.family.significant_figures)
-        if value._hdr is not None:
-            self.hdr.add(value._hdr)
-        elif value._blob is not None:
-            self.hdr.decode_and_add(value._blob)
+        value._add_to(self.hdr)
 
     def value(self) -> HistogramValue:
         return HistogramValue(
@@ -286,34 +410,64 @@ def subtract_families(
 
 
 def _histogram_minus(a: HistogramValue, b: HistogramValue) -> HistogramValue:
+    """The samples of ``a`` that ``b`` (an earlier view of the same series) had not seen."""
     counts = tuple(x - y for x, y in zip(a.bucket_counts, b.bucket_counts, strict=True))
-    hdr = None
+    span = None
     if a.count - b.count:
-        left, right = a.hdr, b.hdr
+        left, right = _span_of(a), _span_of(b)
         assert left is not None
-        hdr = new_histogram(left.highest_trackable_value, left.significant_figures)
-        hdr.add(left)
-        if right is not None and right.total_count:
-            mine, theirs = hdr.counts, right.counts
-            for index in range(right.get_counts_array_index(right.max_value) + 1):
-                if theirs[index]:
-                    mine[index] -= theirs[index]
-            hdr.total_count -= right.total_count
-    return HistogramValue(a.count - b.count, a.sum - b.sum, counts, a.scale, hdr=hdr)
+        if right is None:
+            span = left
+        else:
+            first = min(left.first, right.first)
+            last = max(left.first + len(left.counts), right.first + len(right.counts))
+            # Clamped at 0: a count cannot go down unless b is not an earlier view of a.
+            diff = list(
+                map(max, map(sub, _dense(left, first, last), _dense(right, first, last)), repeat(0))
+            )
+            nonzero = [i for i, n in enumerate(diff) if n]
+            if nonzero:
+                low, high = nonzero[0], nonzero[-1]
+                template = _template(left.highest, left.digits)
+                span = _Span(
+                    left.highest,
+                    left.digits,
+                    first + low,
+                    _narrow(array("Q", diff[low : high + 1])),
+                    template.get_value_from_index(first + low),
+                    template.get_value_from_index(first + high),
+                )
+    return HistogramValue(a.count - b.count, a.sum - b.sum, counts, a.scale, span=span)
+
+
+def _span_of(value: HistogramValue) -> _Span | None:
+    if value._span is not None:
+        return value._span
+    return _Span.of(value._hdr) if value._hdr is not None else None
+
+
+def _dense(span: _Span, first: int, last: int) -> list[int]:
+    """``span``'s counts at indices ``first`` to ``last`` (excluded), zeros around them."""
+    before = span.first - first
+    after = last - span.first - len(span.counts)
+    return [0] * before + span.counts.tolist() + [0] * after
 
 
 # -- the snapshot file format ---------------------------------------------------------------
 
 
 def pack_families(families: list[MetricFamily]) -> list[list[Any]]:
-    """``families`` as plain lists for msgpack (histograms as hdrh-encoded blobs)."""
+    """``families`` as plain lists for msgpack. A histogram series' HDR counts go as its
+    span (see ``HistogramValue``): the first index, then the counts as raw little-endian
+    4- or 8-byte words, which the snapshot file's compression shrinks further."""
     packed = []
     for family in families:
         if family.kind == "histogram":
-            rows = [
-                [list(key), v.count, v.sum, list(v.bucket_counts), v.encoded()]
-                for key, v in family.samples.items()
-            ]
+            rows = []
+            for key, v in family.samples.items():
+                span = _span_of(v)
+                hdr = span.pack() if span is not None else None
+                rows.append([list(key), v.count, v.sum, list(v.bucket_counts), hdr])
         elif family.kind == "gauge":
             rows = [
                 [list(key), value, family.updated.get(key, 0.0)]
@@ -356,8 +510,13 @@ def unpack_families(packed: list[list[Any]]) -> list[MetricFamily]:
         )
         samples = family.samples
         if kind == "histogram":
-            for key, count, total, counts, blob in rows:
-                samples[tuple(key)] = HistogramValue(count, total, tuple(counts), scale, blob=blob)
+            for key, count, total, counts, hdr in rows:
+                value = HistogramValue(count, total, tuple(counts), scale)
+                if isinstance(hdr, bytes):  # hdrh's encoding, in snapshot format 1
+                    value._hdr = HdrHistogram.decode(hdr)
+                elif hdr is not None:
+                    value._span = _Span.unpack(highest, digits, hdr)
+                samples[tuple(key)] = value
         elif kind == "gauge":
             for key, value, updated in rows:
                 samples[tuple(key)] = value

@@ -32,10 +32,11 @@ a prerendered page):
   interaction has no INP.
 
 Paints after the page was first hidden are ignored. Everything is sent once per page view,
-when the page is first hidden (``visibilitychange`` to hidden, or ``pagehide``): the last
-moment a browser, mobile ones included, reliably runs scripts for the page. What happens
-after the visitor returns to the tab is not reported, so each histogram sample is
-one page view. The beacon is ``navigator.sendBeacon(url, json_string)``, which the browser
+in one beacon, when the page is first hidden (``visibilitychange`` to hidden, or
+``pagehide``): the last moment a browser, mobile ones included, reliably runs scripts for the
+page. That hide ends the page view: nothing is measured or sent after it, even when the
+visitor returns to the tab and interacts, so each histogram sample is one page view and none
+counts twice. The beacon is ``navigator.sendBeacon(url, json_string)``, which the browser
 delivers even as the page unloads, falling back to ``fetch(..., {keepalive: true})``. A
 string body goes as ``text/plain``, which needs no CORS preflight to another origin; the
 endpoint accepts ``application/json`` too::

@@ -10,9 +10,11 @@
   const since = (t) => Math.max(t - t0, 0);
   // Paints after the page was first hidden are not what the visitor saw.
   let hiddenAt = document.visibilityState === "hidden" ? 0 : Infinity;
+  // The first hide ends the page view: sent once, never again (no second INP on return).
+  let ended = false;
   const queue = [], sent = {}, drains = [];
   const put = (name, value) => {
-    if (sent[name] || value < 0) return;
+    if (ended || sent[name] || value < 0) return;
     sent[name] = 1;
     queue.push({ name, value, id: Math.random().toString(36).slice(2) });
   };
@@ -56,12 +58,14 @@
   observe("first-input", onEvent);
 
   const onHidden = () => {
+    if (ended) return;
     hiddenAt = Math.min(hiddenAt, perf.now());
     endLcp();
     if (hasCls) put("CLS", cls);
     const d = [...worst.values()].sort((a, b) => b - a);
     const n = Math.max(perf.interactionCount || 0, d.length);
     if (d.length) put("INP", d[Math.min(Math.floor(n / 50), d.length - 1)]);
+    ended = true;
     if (!queue.length) return;
     const body = JSON.stringify({ page: location.pathname, metrics: queue.splice(0), nav: navType });
     let ok = false;
