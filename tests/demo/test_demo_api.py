@@ -14,6 +14,7 @@ from decimal import Decimal
 import pytest
 
 from redline._servers import PostgresServer
+from redline.demo._paging import Where
 
 FAR_DUE = "2030-01-15"
 
@@ -36,6 +37,27 @@ def investor_user(pg_server: PostgresServer, url: str, nth: int = 0) -> tuple[in
     )
     user_id, investor_id = row.split("|")
     return int(user_id), int(investor_id)
+
+
+def first_call(pg_server: PostgresServer, url: str, status: str) -> tuple[int, int, int]:
+    """(id, fund id, version) of the seed call with the lowest id in ``status``."""
+    row = sql(
+        pg_server,
+        url,
+        f"SELECT id, fund_id, version FROM capital_calls WHERE status = '{status}' "
+        "ORDER BY id LIMIT 1",
+    )
+    call_id, fund_id, version = map(int, row.split("|"))
+    return call_id, fund_id, version
+
+
+def set_status(client, auth: dict, call_id: int, status: str, version: int):
+    """PATCH the call's status, claiming it is at ``version``."""
+    return client.patch(
+        f"/capital-calls/{call_id}/status",
+        json={"status": status, "version": version},
+        headers=auth,
+    )
 
 
 def total(body: dict, status: str, field: str = "calls") -> Decimal:
@@ -110,15 +132,7 @@ def test_a_status_update_shows_in_the_detail_the_lists_and_the_totals(
 ):
     client = make_client(demo_url, cache=cache_mode)
     auth = login(client, 1)
-    call_id, fund_id, version = map(
-        int,
-        sql(
-            pg_server,
-            demo_url,
-            "SELECT id, fund_id, version FROM capital_calls WHERE status = 'issued' "
-            "ORDER BY id LIMIT 1",
-        ).split("|"),
-    )
+    call_id, fund_id, version = first_call(pg_server, demo_url, "issued")
     detail = client.get(f"/capital-calls/{call_id}").json()
     listed = client.get(f"/capital-calls?fund_id={fund_id}&status=overdue&limit=200").json()
     fund = client.get(f"/funds/{fund_id}").json()
@@ -126,11 +140,7 @@ def test_a_status_update_shows_in_the_detail_the_lists_and_the_totals(
     assert detail["status"] == "issued"
     assert call_id not in [item["id"] for item in listed["items"]]
 
-    response = client.patch(
-        f"/capital-calls/{call_id}/status",
-        json={"status": "overdue", "version": version},
-        headers=auth,
-    )
+    response = set_status(client, auth, call_id, "overdue", version)
     assert response.status_code == 200, response.text
     assert (response.json()["status"], response.json()["version"]) == ("overdue", version + 1)
 
@@ -291,21 +301,10 @@ def test_a_write_in_one_process_is_seen_by_another_sharing_redis(
     writer = make_client(demo_url, cache="l1+l2")
     reader = make_client(demo_url, cache="l1+l2")
     auth = login(writer, 1)
-    call_id, version = map(
-        int,
-        sql(
-            pg_server,
-            demo_url,
-            "SELECT id, version FROM capital_calls WHERE status = 'draft' ORDER BY id LIMIT 1",
-        ).split("|"),
-    )
+    call_id, _, version = first_call(pg_server, demo_url, "draft")
     assert reader.get(f"/capital-calls/{call_id}").json()["status"] == "draft"
     assert writer.get(f"/capital-calls/{call_id}").json()["status"] == "draft"
-    response = writer.patch(
-        f"/capital-calls/{call_id}/status",
-        json={"status": "issued", "version": version},
-        headers=auth,
-    )
+    response = set_status(writer, auth, call_id, "issued", version)
     assert response.status_code == 200
     assert reader.get(f"/capital-calls/{call_id}").json()["status"] == "issued"
     # And a logout in one process ends the session in the other.
@@ -402,25 +401,10 @@ def test_writes_need_a_session(pg_server, demo_url, make_client, method, path, b
 def test_a_stale_version_is_a_409_and_changes_nothing(login, pg_server, demo_url, make_client):
     client = make_client(demo_url, cache="l1")
     auth = login(client, 1)
-    call_id, version = map(
-        int,
-        sql(
-            pg_server,
-            demo_url,
-            "SELECT id, version FROM capital_calls WHERE status = 'issued' ORDER BY id LIMIT 1",
-        ).split("|"),
-    )
-    ok = client.patch(
-        f"/capital-calls/{call_id}/status",
-        json={"status": "overdue", "version": version},
-        headers=auth,
-    )
+    call_id, _, version = first_call(pg_server, demo_url, "issued")
+    ok = set_status(client, auth, call_id, "overdue", version)
     assert ok.status_code == 200
-    stale = client.patch(
-        f"/capital-calls/{call_id}/status",
-        json={"status": "cancelled", "version": version},
-        headers=auth,
-    )
+    stale = set_status(client, auth, call_id, "cancelled", version)
     assert stale.status_code == 409
     assert stale.json()["detail"]["error"] == "version_conflict"
     assert stale.json()["detail"]["current_version"] == version + 1
@@ -433,19 +417,8 @@ def test_a_stale_version_is_a_409_and_changes_nothing(login, pg_server, demo_url
 def test_a_status_that_cannot_follow_is_a_409(login, pg_server, demo_url, make_client):
     client = make_client(demo_url)
     auth = login(client, 1)
-    call_id, version = map(
-        int,
-        sql(
-            pg_server,
-            demo_url,
-            "SELECT id, version FROM capital_calls WHERE status = 'paid' ORDER BY id LIMIT 1",
-        ).split("|"),
-    )
-    response = client.patch(
-        f"/capital-calls/{call_id}/status",
-        json={"status": "issued", "version": version},
-        headers=auth,
-    )
+    call_id, _, version = first_call(pg_server, demo_url, "paid")
+    response = set_status(client, auth, call_id, "issued", version)
     assert response.status_code == 409
     assert response.json()["detail"]["error"] == "invalid_transition"
     assert "final" in response.json()["detail"]["message"]
@@ -467,11 +440,7 @@ def test_payments_beyond_the_outstanding_or_on_drafts_are_409(
         headers=auth,
     )
     assert (response.status_code, response.json()["detail"]["error"]) == (409, "not_payable")
-    client.patch(
-        f"/capital-calls/{draft['id']}/status",
-        json={"status": "issued", "version": 1},
-        headers=auth,
-    )
+    set_status(client, auth, draft["id"], "issued", 1)
     response = client.post(
         f"/capital-calls/{draft['id']}/payments",
         json={"amount": "100.01", "reference": "x"},
@@ -603,6 +572,20 @@ def test_paging_walks_the_whole_filtered_list_once(pg_server, demo_url, make_cli
         for i in seen[:5]
     ]
     assert dates == sorted(dates)
+
+
+def test_filters_bind_their_values_and_those_left_out_add_nothing():
+    where = Where()
+    assert (str(where), where.params) == ("TRUE", {})
+    hostile = "x'; DROP TABLE funds; --"
+    where.add("currency = :currency", currency=hostile)
+    where.add("vintage_year = :vintage", vintage=None)
+    where.add("vintage_year >= :since", since=0)
+    assert str(where) == "currency = :currency AND vintage_year >= :since"
+    assert where.params == {"currency": hostile, "since": 0}
+    based = Where("status = :status", status="pending")
+    based.add("workflow_id = :workflow", workflow=None)
+    assert (str(based), based.params) == ("status = :status", {"status": "pending"})
 
 
 def test_an_expired_session_is_refused_and_swept_at_the_next_login(

@@ -10,12 +10,12 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
+from asgi_server import serve_url
 from fastapi import APIRouter, FastAPI, HTTPException
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -28,25 +28,9 @@ from redline import monitor
 from redline.monitor import MetricsMiddleware
 
 
-@contextlib.contextmanager
-def serve(app: Any) -> Iterator[str]:
+def serve(app: Any) -> contextlib.AbstractContextManager[str]:
     """``app`` under uvicorn in a thread, on a free loopback port; yields its base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_level="critical", lifespan="auto", ws="websockets-sansio")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    return serve_url(app, lifespan="auto", ws="websockets-sansio")
 
 
 def eventually(predicate: Callable[[], Any], timeout: float = 5.0) -> None:

@@ -17,25 +17,23 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from redline.demo._caching import invalidate_capital_call
+from redline.demo._paging import Limit, Offset, Where, page_body
 from redline.demo._state import (
-    MAX_OFFSET,
     CurrentUser,
     State,
+    fetch_rows,
     json_body,
     json_response,
-    next_offset,
     problem,
 )
 from redline.demo.models import CALL_TRANSITIONS
 from redline.demo.schemas import (
     CallCreate,
     CallDetail,
-    CallOut,
     CallPage,
     CallStatus,
     CallStatusUpdate,
     FundDetail,
-    FundOut,
     FundPage,
     PaymentCreate,
     PaymentList,
@@ -44,9 +42,6 @@ from redline.demo.schemas import (
 )
 
 router = APIRouter(tags=["funds and capital calls"])
-
-Limit = Annotated[int, Query(ge=1, le=200)]
-Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 
 _CALL_COLUMNS = """
     c.id, c.fund_id, f.name AS fund_name, c.investor_id, i.name AS investor_name, c.amount,
@@ -66,10 +61,6 @@ def query_error(field: str, message: str, where: str = "query") -> HTTPException
     )
 
 
-async def _rows(connection: AsyncConnection, sql: str, params: dict[str, Any]) -> list[Any]:
-    return list((await connection.execute(text(sql), params)).mappings())
-
-
 # -- funds ----------------------------------------------------------------------------------
 
 
@@ -84,30 +75,24 @@ async def list_funds(
     """Funds by id, optionally of one currency or vintage."""
 
     async def load() -> bytes:
-        where, params = ["TRUE"], {"limit": limit + 1, "offset": offset}
-        if currency is not None:
-            where.append("currency = :currency")
-            params["currency"] = currency
-        if vintage_year is not None:
-            where.append("vintage_year = :vintage")
-            params["vintage"] = vintage_year
-        async with state.engine.connect() as connection:
-            rows = await _rows(
-                connection,
-                "SELECT id, name, vintage_year, currency, target_size FROM funds "
-                f"WHERE {' AND '.join(where)} ORDER BY id LIMIT :limit OFFSET :offset",
-                params,
-            )
-        following = next_offset(rows, limit, offset)
-        items = [FundOut.model_validate(row) for row in rows]
-        page = FundPage(items=items, limit=limit, offset=offset, next_offset=following)
-        return json_body(page)
+        where = Where()
+        where.add("currency = :currency", currency=currency)
+        where.add("vintage_year = :vintage", vintage=vintage_year)
+        return await page_body(
+            state.engine,
+            FundPage,
+            "SELECT id, name, vintage_year, currency, target_size FROM funds "
+            f"WHERE {where} ORDER BY id",
+            where.params,
+            limit,
+            offset,
+        )
 
     return await state.cached(f"funds:{currency}:{vintage_year}:{limit}:{offset}", load, "funds")
 
 
 async def _status_totals(connection: AsyncConnection, fund_id: int) -> list[StatusTotal]:
-    rows = await _rows(
+    rows = await fetch_rows(
         connection,
         """
         SELECT c.status, count(*) AS calls, sum(c.amount) AS amount,
@@ -132,7 +117,7 @@ async def get_fund(state: State, fund_id: int):
 
     async def load() -> bytes:
         async with state.engine.connect() as connection:
-            rows = await _rows(
+            rows = await fetch_rows(
                 connection,
                 """
                 SELECT f.id, f.name, f.vintage_year, f.currency, f.target_size,
@@ -171,32 +156,20 @@ async def list_calls(
         raise query_error("due_to", f"due_to {due_to} is before due_from {due_from}")
 
     async def load() -> bytes:
-        where, params = ["TRUE"], {"limit": limit + 1, "offset": offset}
-        for column, value in (
-            ("c.fund_id", fund_id),
-            ("c.investor_id", investor_id),
-            ("c.status", status),
-        ):
-            if value is not None:
-                name = column.split(".")[1]
-                where.append(f"{column} = :{name}")
-                params[name] = value
-        if due_from is not None:
-            where.append("c.due_date >= :due_from")
-            params["due_from"] = due_from
-        if due_to is not None:
-            where.append("c.due_date <= :due_to")
-            params["due_to"] = due_to
-        async with state.engine.connect() as connection:
-            rows = await _rows(
-                connection,
-                f"SELECT {_CALL_COLUMNS} {_CALL_TABLES} WHERE {' AND '.join(where)} "
-                "ORDER BY c.due_date, c.id LIMIT :limit OFFSET :offset",
-                params,
-            )
-        following = next_offset(rows, limit, offset)
-        items = [CallOut.model_validate(row) for row in rows]
-        return json_body(CallPage(items=items, limit=limit, offset=offset, next_offset=following))
+        where = Where()
+        where.add("c.fund_id = :fund_id", fund_id=fund_id)
+        where.add("c.investor_id = :investor_id", investor_id=investor_id)
+        where.add("c.status = :status", status=status)
+        where.add("c.due_date >= :due_from", due_from=due_from)
+        where.add("c.due_date <= :due_to", due_to=due_to)
+        return await page_body(
+            state.engine,
+            CallPage,
+            f"SELECT {_CALL_COLUMNS} {_CALL_TABLES} WHERE {where} ORDER BY c.due_date, c.id",
+            where.params,
+            limit,
+            offset,
+        )
 
     key = f"calls:{fund_id}:{investor_id}:{status}:{due_from}:{due_to}:{limit}:{offset}"
     # A list within one fund changes only with that fund's calls.
@@ -222,26 +195,25 @@ async def search_calls(
     pattern = "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
     async def load() -> bytes:
-        async with state.engine.connect() as connection:
-            rows = await _rows(
-                connection,
-                f"""
-                SELECT {_CALL_COLUMNS} {_CALL_TABLES}
-                WHERE c.investor_id IN (SELECT id FROM investors WHERE name ILIKE :pattern)
-                   OR c.fund_id IN (SELECT id FROM funds WHERE name ILIKE :pattern)
-                ORDER BY c.due_date DESC, c.id DESC LIMIT :limit OFFSET :offset
-                """,
-                {"pattern": pattern, "limit": limit + 1, "offset": offset},
-            )
-        following = next_offset(rows, limit, offset)
-        items = [CallOut.model_validate(row) for row in rows]
-        return json_body(CallPage(items=items, limit=limit, offset=offset, next_offset=following))
+        return await page_body(
+            state.engine,
+            CallPage,
+            f"""
+            SELECT {_CALL_COLUMNS} {_CALL_TABLES}
+            WHERE c.investor_id IN (SELECT id FROM investors WHERE name ILIKE :pattern)
+               OR c.fund_id IN (SELECT id FROM funds WHERE name ILIKE :pattern)
+            ORDER BY c.due_date DESC, c.id DESC
+            """,
+            {"pattern": pattern},
+            limit,
+            offset,
+        )
 
     return await state.cached(f"calls:search:{limit}:{offset}:{needle}", load, "calls")
 
 
 async def _call_detail(connection: AsyncConnection, call_id: int) -> CallDetail:
-    rows = await _rows(
+    rows = await fetch_rows(
         connection,
         f"""
         SELECT {_CALL_COLUMNS},
@@ -306,6 +278,34 @@ async def create_call(state: State, user: CurrentUser, body: CallCreate):
     return response
 
 
+async def _lock_call(connection: AsyncConnection, call_id: int, columns: str) -> Any:
+    """``columns`` of call ``call_id`` (as ``c``), locked until the transaction ends; else 404.
+
+    Holding the lock, a check of the call's status and the write that depends on it cannot
+    interleave with another writer's.
+    """
+    row = (
+        await connection.execute(
+            text(f"SELECT {columns} FROM capital_calls c WHERE c.id = :call FOR UPDATE"),
+            {"call": call_id},
+        )
+    ).first()
+    if row is None:
+        raise problem(404, "not_found", f"capital call {call_id} does not exist")
+    return row
+
+
+async def _set_status(connection: AsyncConnection, call_id: int, status: str) -> None:
+    """Move the call to ``status``: a new ``version``, so clients holding the old one get 409."""
+    await connection.execute(
+        text(
+            "UPDATE capital_calls SET status = :status, version = version + 1, "
+            "updated_at = now() WHERE id = :call"
+        ),
+        {"status": status, "call": call_id},
+    )
+
+
 @router.patch("/capital-calls/{call_id}/status", response_model=CallDetail)
 async def update_call_status(state: State, user: CurrentUser, call_id: int, body: CallStatusUpdate):
     """Move a call to another status, if ``version`` is still the current one.
@@ -315,18 +315,9 @@ async def update_call_status(state: State, user: CurrentUser, call_id: int, body
     current one (paid and cancelled are final).
     """
     async with state.engine.begin() as connection:
-        current = (
-            await connection.execute(
-                text(
-                    "SELECT status, version, fund_id, investor_id FROM capital_calls "
-                    "WHERE id = :call FOR UPDATE"
-                ),
-                {"call": call_id},
-            )
-        ).first()
-        if current is None:
-            raise problem(404, "not_found", f"capital call {call_id} does not exist")
-        status, version, fund_id, investor_id = current
+        status, version, fund_id, investor_id = await _lock_call(
+            connection, call_id, "status, version, fund_id, investor_id"
+        )
         if version != body.version:
             raise problem(
                 409,
@@ -344,13 +335,7 @@ async def update_call_status(state: State, user: CurrentUser, call_id: int, body
                 f"allowed: {', '.join(allowed)}",
                 current_status=status,
             )
-        await connection.execute(
-            text(
-                "UPDATE capital_calls SET status = :status, version = version + 1, "
-                "updated_at = now() WHERE id = :call"
-            ),
-            {"status": body.status, "call": call_id},
-        )
+        await _set_status(connection, call_id, body.status)
         detail = await _call_detail(connection, call_id)
     await invalidate_capital_call(state.cache, call_id, fund_id, investor_id)
     return json_response(json_body(detail))
@@ -371,7 +356,7 @@ async def list_payments(state: State, call_id: int):
             )
             if not exists:
                 raise problem(404, "not_found", f"capital call {call_id} does not exist")
-            rows = await _rows(
+            rows = await fetch_rows(
                 connection,
                 "SELECT id, capital_call_id, amount, reference, paid_at FROM payments "
                 "WHERE capital_call_id = :call ORDER BY paid_at, id",
@@ -390,19 +375,12 @@ async def create_payment(state: State, user: CurrentUser, call_id: int, body: Pa
     what is outstanding.
     """
     async with state.engine.begin() as connection:
-        call = (
-            await connection.execute(
-                text(
-                    "SELECT status, amount, fund_id, investor_id, (SELECT coalesce(sum(amount), 0) "
-                    "FROM payments "
-                    "WHERE capital_call_id = c.id) FROM capital_calls c WHERE id = :call FOR UPDATE"
-                ),
-                {"call": call_id},
-            )
-        ).first()
-        if call is None:
-            raise problem(404, "not_found", f"capital call {call_id} does not exist")
-        status, amount, fund_id, investor_id, paid = call
+        status, amount, fund_id, investor_id, paid = await _lock_call(
+            connection,
+            call_id,
+            "status, amount, fund_id, investor_id, "
+            "(SELECT coalesce(sum(amount), 0) FROM payments WHERE capital_call_id = c.id)",
+        )
         if status not in ("issued", "overdue"):
             raise problem(
                 409,
@@ -432,12 +410,6 @@ async def create_payment(state: State, user: CurrentUser, call_id: int, body: Pa
             .one()
         )
         if body.amount == outstanding:
-            await connection.execute(
-                text(
-                    "UPDATE capital_calls SET status = 'paid', version = version + 1, "
-                    "updated_at = now() WHERE id = :call"
-                ),
-                {"call": call_id},
-            )
+            await _set_status(connection, call_id, "paid")
     await invalidate_capital_call(state.cache, call_id, fund_id, investor_id)
     return json_response(json_body(PaymentOut.model_validate(row)), 201)

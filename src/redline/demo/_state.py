@@ -1,4 +1,4 @@
-"""What every route needs: the app's engine, cache and settings, sessions, JSON bodies.
+"""What every route needs: the app's engine, cache and settings, sessions, rows, JSON bodies.
 
 ``DemoState`` is built by the app's lifespan and reached through the ``State`` dependency.
 Routes answer with ``json_body(model)`` bytes, which is also what the cache stores: a cache
@@ -15,14 +15,13 @@ from typing import Annotated, Any, NamedTuple
 from fastapi import Depends, HTTPException, Request, Response
 from pydantic import BaseModel
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from redline.demo._auth import token_hash
 from redline.demo._caching import CacheLike
 from redline.demo._settings import Settings
 
 SESSION_COOKIE = "redline_session"
-MAX_OFFSET = 100_000
 
 
 @dataclasses.dataclass
@@ -64,12 +63,9 @@ def problem(status_code: int, error: str, message: str, **extra: Any) -> HTTPExc
     return HTTPException(status_code, detail={"error": error, "message": message, **extra})
 
 
-def next_offset(rows: list[Any], limit: int, offset: int) -> int | None:
-    """Pages fetch ``limit + 1`` rows: one more means there is a next page."""
-    if len(rows) > limit:
-        del rows[limit:]
-        return offset + limit
-    return None
+async def fetch_rows(connection: AsyncConnection, sql: str, params: dict[str, Any]) -> list[Any]:
+    """Every row of ``sql`` (with bound ``params``) as a mapping of column name to value."""
+    return list((await connection.execute(text(sql), params)).mappings())
 
 
 def session_token(request: Request) -> str | None:

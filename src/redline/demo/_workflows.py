@@ -22,20 +22,19 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from redline.demo._caching import invalidate_workflow
+from redline.demo._paging import Limit, Offset, Where, fetch_page, page_body
 from redline.demo._state import (
-    MAX_OFFSET,
     CurrentUser,
     State,
+    fetch_rows,
     json_body,
     json_response,
-    next_offset,
     problem,
 )
 from redline.demo.schemas import (
     ExecutionOut,
     ExecutionPage,
     ExecutionStatus,
-    RetryOut,
     RetryPage,
     RetryStatus,
     WorkflowCreate,
@@ -44,9 +43,6 @@ from redline.demo.schemas import (
 )
 
 router = APIRouter(tags=["workflows"])
-
-Limit = Annotated[int, Query(ge=1, le=200)]
-Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 
 STEP_SECONDS = 0.001
 _WORKFLOW_COLUMNS = (
@@ -64,12 +60,8 @@ def fails(workflow_id: int, execution_id: int, attempt: int, failure_rate: int) 
     return int.from_bytes(digest[:4], "big") % 100 < failure_rate
 
 
-async def _rows(connection: AsyncConnection, sql: str, params: dict[str, Any]) -> list[Any]:
-    return list((await connection.execute(text(sql), params)).mappings())
-
-
 async def _workflow(connection: AsyncConnection, workflow_id: int) -> Any:
-    rows = await _rows(
+    rows = await fetch_rows(
         connection,
         f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE id = :workflow",
         {"workflow": workflow_id},
@@ -83,7 +75,7 @@ async def _workflow(connection: AsyncConnection, workflow_id: int) -> Any:
 async def create_workflow(state: State, user: CurrentUser, body: WorkflowCreate):
     """Create a workflow owned by the logged-in user."""
     async with state.engine.begin() as connection:
-        rows = await _rows(
+        rows = await fetch_rows(
             connection,
             "INSERT INTO workflows (name, trigger, steps, failure_rate, max_attempts, owner_id) "
             "VALUES (:name, :trigger, :steps, :failure_rate, :max_attempts, :owner) "
@@ -108,24 +100,17 @@ async def list_workflows(
     """Workflows by id, optionally by trigger or owner."""
 
     async def load() -> bytes:
-        where, params = ["TRUE"], {"limit": limit + 1, "offset": offset}
-        if trigger is not None:
-            where.append("trigger = :trigger")
-            params["trigger"] = trigger
-        if owner_id is not None:
-            where.append("owner_id = :owner")
-            params["owner"] = owner_id
-        async with state.engine.connect() as connection:
-            rows = await _rows(
-                connection,
-                f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE {' AND '.join(where)} "
-                "ORDER BY id LIMIT :limit OFFSET :offset",
-                params,
-            )
-        following = next_offset(rows, limit, offset)
-        items = [WorkflowOut.model_validate(row) for row in rows]
-        page = WorkflowPage(items=items, limit=limit, offset=offset, next_offset=following)
-        return json_body(page)
+        where = Where()
+        where.add("trigger = :trigger", trigger=trigger)
+        where.add("owner_id = :owner", owner=owner_id)
+        return await page_body(
+            state.engine,
+            WorkflowPage,
+            f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE {where} ORDER BY id",
+            where.params,
+            limit,
+            offset,
+        )
 
     key = f"workflows:{trigger}:{owner_id}:{limit}:{offset}"
     return await state.cached(key, load, "workflows")
@@ -153,22 +138,19 @@ async def list_executions(
     """A workflow's execution history, newest first, optionally of one status."""
 
     async def load() -> bytes:
-        params: dict[str, Any] = {"workflow": workflow_id, "limit": limit + 1, "offset": offset}
-        where = "workflow_id = :workflow"
-        if status is not None:
-            where += " AND status = :status"
-            params["status"] = status
+        where = Where("workflow_id = :workflow", workflow=workflow_id)
+        where.add("status = :status", status=status)
         async with state.engine.connect() as connection:
             await _workflow(connection, workflow_id)
-            rows = await _rows(
+            page = await fetch_page(
                 connection,
+                ExecutionPage,
                 f"SELECT {_EXECUTION_COLUMNS} FROM workflow_executions WHERE {where} "
-                "ORDER BY queued_at DESC, id DESC LIMIT :limit OFFSET :offset",
-                params,
+                "ORDER BY queued_at DESC, id DESC",
+                where.params,
+                limit,
+                offset,
             )
-        following = next_offset(rows, limit, offset)
-        items = [ExecutionOut.model_validate(row) for row in rows]
-        page = ExecutionPage(items=items, limit=limit, offset=offset, next_offset=following)
         return json_body(page)
 
     key = f"workflow:{workflow_id}:executions:{status}:{limit}:{offset}"
@@ -194,7 +176,7 @@ async def _execute(state: State, workflow: Any, attempt: int) -> ExecutionOut:
     duration_ms = round((time.perf_counter() - started) * 1000)
     error = f"step {workflow['steps']} failed (simulated, attempt {attempt})" if failed else None
     async with state.engine.begin() as connection:
-        rows = await _rows(
+        rows = await fetch_rows(
             connection,
             "UPDATE workflow_executions SET status = :status, finished_at = now(), "
             "duration_ms = :duration, error = :error "
@@ -251,21 +233,17 @@ async def list_retries(
     """The retry queue: failed runs by when they are next due (``dead``: given up)."""
 
     async def load() -> bytes:
-        params: dict[str, Any] = {"status": status, "limit": limit + 1, "offset": offset}
-        where = "status = :status"
-        if workflow_id is not None:
-            where += " AND workflow_id = :workflow"
-            params["workflow"] = workflow_id
-        async with state.engine.connect() as connection:
-            rows = await _rows(
-                connection,
-                f"SELECT {_RETRY_COLUMNS} FROM workflow_retries WHERE {where} "
-                "ORDER BY next_attempt_at, id LIMIT :limit OFFSET :offset",
-                params,
-            )
-        following = next_offset(rows, limit, offset)
-        items = [RetryOut.model_validate(row) for row in rows]
-        return json_body(RetryPage(items=items, limit=limit, offset=offset, next_offset=following))
+        where = Where("status = :status", status=status)
+        where.add("workflow_id = :workflow", workflow=workflow_id)
+        return await page_body(
+            state.engine,
+            RetryPage,
+            f"SELECT {_RETRY_COLUMNS} FROM workflow_retries WHERE {where} "
+            "ORDER BY next_attempt_at, id",
+            where.params,
+            limit,
+            offset,
+        )
 
     return await state.cached(f"retries:{status}:{workflow_id}:{limit}:{offset}", load, "workflows")
 
@@ -278,7 +256,7 @@ async def retry(state: State, user: CurrentUser, retry_id: int):
     (the second gets 409 ``retry_in_progress``). 409 ``retry_dead`` once it has given up.
     """
     async with state.engine.begin() as connection:
-        rows = await _rows(
+        rows = await fetch_rows(
             connection,
             f"SELECT {_RETRY_COLUMNS} FROM workflow_retries WHERE id = :id FOR UPDATE SKIP LOCKED",
             {"id": retry_id},
