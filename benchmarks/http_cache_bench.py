@@ -3,6 +3,8 @@ running the handler, measured with redline's own load engine. Usage:
 
     python benchmarks/http_cache_bench.py [--cost query|cpu|sleep|all] [--duration 8]
                                           [--rounds 3] [--vus 32] [--json out.json]
+                                          [--variants handler,304,...]
+    python benchmarks/http_cache_bench.py --in-process [--batches 80]
 
 The route is ``GET /funds/{fund_id}/summary``: a fund's capital calls totalled by status,
 as JSON (about 1 KB). Its cost, ``--cost``:
@@ -23,12 +25,25 @@ the last CPU; the load generator runs here, pinned to CPU 0):
 - ``304``: the same, but the route declares a validator (``SELECT version FROM funds WHERE
   id = $1``, a primary-key lookup, for ``query``; an in-memory version otherwise) and
   clients send ``If-None-Match``: answered 304 before the handler runs;
+- ``304-remembered``: ``304`` with ``validator_ttl``: the validator's answer is kept in the
+  response cache under the route's tags (a write path's ``invalidate_tags`` makes it current
+  again), so the 304 skips even the validator's query;
 - ``cached``: the response cache on a two-tier ``redline.cache`` (L1 + a throwaway Redis):
   every request after the first is a hit.
 
 Each round runs every variant for ``--duration`` seconds with ``--vus`` looping users (closed
 model, no think time), in an order rotated per round; the table shows median requests/s,
-latency, the server's CPU per request, and the ratio to ``handler``. The target is >= 5x.
+latency, the CPU per request of the app server, of PostgreSQL (all its processes), of Redis
+and of the load generator (this process), and the ratio to ``handler``. The target is >= 5x.
+Each run also prints every process's CPU use as a share of one core: on a two-core machine a
+process near 100 % (or a sum near 200 %) is what bounds the throughput, and when that is the
+load generator the figure says more about it than about the server.
+
+``--in-process`` measures the CPU one request costs in each variant's app instead, called as
+an ASGI callable in this process (no server, no network, no PostgreSQL: the handler builds the
+same JSON without a simulated cost, the validator returns a constant), the minimum over
+interleaved batches, as the machine may be shared. ``null`` is an app that answers at once:
+the harness's own cost.
 """
 
 from __future__ import annotations
@@ -56,7 +71,9 @@ from rich.console import Console
 from rich.table import Table
 
 TARGET = 5.0
-VARIANTS = ("handler", "etag", "304", "cached")
+VARIANTS = ("handler", "etag", "304", "304-remembered", "cached")
+# Variants whose clients revalidate with If-None-Match and expect 304s.
+CONDITIONAL = ("304", "304-remembered")
 FUND = 7
 PATH = f"/funds/{FUND}/summary"
 FUNDS, CALLS_PER_FUND = 100, 2000
@@ -92,7 +109,7 @@ def build_app(variant: str, cost: str) -> Any:
         if cost != "query":
             if cost == "sleep":
                 await asyncio.sleep(0.005)
-            else:
+            elif cost == "cpu":
                 burn(0.005)
             rows = [
                 {
@@ -140,10 +157,11 @@ def build_app(variant: str, cost: str) -> Any:
         max_age=0 if variant != "cached" else 60,
         s_maxage=60,
         tags=("fund:{fund_id}",),
-        validator=version if variant == "304" else None,
+        validator=version if variant in CONDITIONAL else None,
+        validator_ttl=300 if variant == "304-remembered" else None,
     )
     options: dict[str, Any] = {"policies": {"/funds/*": policy}}
-    if variant == "cached":
+    if variant in ("cached", "304-remembered"):
         state["cache"] = Cache.from_url(os.environ["BENCH_REDIS"], namespace="bench")
         options["cache"] = state["cache"]
     return HTTPCacheMiddleware(app, **options)
@@ -161,6 +179,80 @@ def serve(variant: str, cost: str, port: int) -> None:
         log_level="warning",
         access_log=False,
     )
+
+
+# -- in-process -----------------------------------------------------------------------------
+
+
+def in_process(variants: tuple[str, ...], batches: int, console: Console) -> dict[str, float]:
+    """Minimum CPU µs per request of each variant's app as an ASGI callable, and of ``null``."""
+    from redline._servers import RedisServer
+
+    async def null(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def measure_all() -> dict[str, float]:
+        request = [
+            (b"host", b"127.0.0.1:8000"),
+            (b"user-agent", b"redline-load"),
+            (b"accept", b"*/*"),
+            (b"accept-encoding", b"gzip"),
+        ]
+        apps = {"null": null} | {v: build_app(v, "none") for v in variants}
+        calls, statuses = {}, {}
+        for name, app in apps.items():
+            call = _asgi_call(app)
+            first = await call(request)
+            etag = dict(first[0]["headers"]).get(b"etag")
+            headers = request + ([(b"if-none-match", etag)] if name in CONDITIONAL else [])
+            statuses[name] = (await call(headers))[0]["status"]
+            calls[name] = (call, headers)
+        best = dict.fromkeys(apps, float("inf"))
+        size = 200
+        for _ in range(batches):
+            for name, (call, headers) in calls.items():
+                started = time.process_time()
+                for _ in range(size):
+                    await call(headers)
+                best[name] = min(best[name], (time.process_time() - started) / size * 1e6)
+        for name, us in best.items():
+            console.print(f"  {name:16} {statuses[name]}  {us:7.1f} us CPU/request")
+        return best
+
+    with RedisServer() as redis:
+        os.environ["BENCH_REDIS"] = redis.url
+        return asyncio.run(measure_all())
+
+
+def _asgi_call(app: Any) -> Any:
+    async def call(headers: list[tuple[bytes, bytes]]) -> list[dict[str, Any]]:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": PATH,
+            "raw_path": PATH.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": headers,
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 80),
+        }
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await app(scope, receive, send)
+        return sent
+
+    return call
 
 
 # -- servers --------------------------------------------------------------------------------
@@ -184,8 +276,74 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu(self.process.pid)
+
+
+def process_cpu(pid: int, children: bool = False) -> float:
+    """CPU seconds (user + system) of ``pid``; ``children`` adds its exited, waited-for ones."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+@dataclass
+class Others:
+    """The other processes a run spends CPU in: PostgreSQL's, Redis, and this one."""
+
+    postmaster: int
+    redis: int | None
+
+    @classmethod
+    def find(cls, postgres: Any, redis_port: int) -> Others:
+        postmaster = int((Path(postgres.data_dir) / "postmaster.pid").read_text().split()[0])
+        # redis-server retitles itself "redis-server 127.0.0.1:PORT"; its argv has the port too.
+        redis = next(
+            (
+                int(entry.name)
+                for entry in Path("/proc").iterdir()
+                if entry.name.isdigit()
+                and "redis-server" in (line := _cmdline(entry))
+                and str(redis_port) in line
+            ),
+            None,
+        )
+        return cls(postmaster, redis)
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds so far of PostgreSQL (postmaster, its exited children, live backends),
+        Redis and this process (the load generator)."""
+        postgres = process_cpu(self.postmaster, children=True)
+        postgres += sum(process_cpu(pid) for pid in children_of(self.postmaster))
+        return {
+            "postgres": postgres,
+            "redis": float("nan") if self.redis is None else process_cpu(self.redis),
+            "loadgen": time.process_time(),
+        }
+
+
+def _cmdline(entry: Path) -> str:
+    try:
+        return (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def pinning() -> tuple[list[str], list[str]]:
@@ -311,23 +469,47 @@ class Run:
     rps: float
     p50_ms: float
     p99_ms: float
-    cpu_s: float
+    wall_s: float
+    cpu_s: float  # the app server
+    postgres_s: float
+    redis_s: float
+    loadgen_s: float
+
+    def per_request(self, seconds: float) -> float:
+        return seconds / self.requests * 1e6 if self.requests else float("nan")
 
     @property
     def cpu_us_per_request(self) -> float:
-        return self.cpu_s / self.requests * 1e6 if self.requests else float("nan")
+        return self.per_request(self.cpu_s)
+
+    def busy(self) -> str:
+        """Each process's CPU as a share of one core over the run."""
+        shares = {
+            "app": self.cpu_s,
+            "postgres": self.postgres_s,
+            "redis": self.redis_s,
+            "loadgen": self.loadgen_s,
+        }
+        return " ".join(f"{name} {seconds / self.wall_s:4.0%}" for name, seconds in shares.items())
 
 
 def measure(
-    server: Server, duration: float, vus: int, headers: dict[str, str], status: int, round_: int
+    server: Server,
+    others: Others,
+    duration: float,
+    vus: int,
+    headers: dict[str, str],
+    status: int,
+    round_: int,
 ) -> Run:
     from redline.load import Check, ConstantVUs, Plan, Request, Scenario, run
 
     flow = [Request(PATH, name=server.variant, headers=headers, check=Check(status=status))]
     plan = Plan(scenarios=(Scenario("bench", ConstantVUs(vus, duration), flow),))
-    cpu = server.cpu_seconds()
+    cpu, before, started = server.cpu_seconds(), others.cpu(), time.monotonic()
     result = asyncio.run(run(plan, server.url))
-    cpu = server.cpu_seconds() - cpu
+    wall = time.monotonic() - started
+    cpu, after = server.cpu_seconds() - cpu, others.cpu()
     summary = result.summary
     latency = summary["latency_ms"]
     return Run(
@@ -339,48 +521,46 @@ def measure(
         summary["rps"],
         latency["p50"],
         latency["p99"],
+        wall,
         cpu,
+        after["postgres"] - before["postgres"],
+        after["redis"] - before["redis"],
+        after["loadgen"] - before["loadgen"],
     )
 
 
-def bench(cost: str, args: argparse.Namespace, env: dict[str, str], console: Console) -> list[Run]:
+def bench(
+    cost: str, args: argparse.Namespace, env: dict[str, str], others: Others, console: Console
+) -> list[Run]:
     pin_tool, pin_server = pinning()
     if pin_tool:
         os.sched_setaffinity(0, {int(pin_tool[-1])})
     runs: list[Run] = []
-    with servers(list(VARIANTS), cost, env, pin_server) as started:
+    with servers(list(args.variants), cost, env, pin_server) as started:
         conditional: dict[str, dict[str, str]] = {s.variant: {} for s in started}
         for server in started:
-            if server.variant == "304":
+            if server.variant in CONDITIONAL:
                 etag = etag_of(server)
                 if not etag:
-                    raise SystemExit("the 304 variant sent no ETag")
-                conditional["304"] = {"If-None-Match": etag}
+                    raise SystemExit(f"the {server.variant} variant sent no ETag")
+                conditional[server.variant] = {"If-None-Match": etag}
+
+        def once(server: Server, duration: float, round_: int) -> Run:
+            status = 304 if server.variant in CONDITIONAL else 200
+            headers = conditional[server.variant]
+            return measure(server, others, duration, args.vus, headers, status, round_)
+
         # One unmeasured warm-up each: pools filled, caches loaded.
         for server in started:
-            measure(
-                server,
-                1.0,
-                args.vus,
-                conditional[server.variant],
-                304 if server.variant == "304" else 200,
-                -1,
-            )
+            once(server, 1.0, -1)
         for round_ in range(args.rounds):
             order = started[round_ % len(started) :] + started[: round_ % len(started)]
             for server in order:
-                run = measure(
-                    server,
-                    args.duration,
-                    args.vus,
-                    conditional[server.variant],
-                    304 if server.variant == "304" else 200,
-                    round_,
-                )
+                run = once(server, args.duration, round_)
                 console.print(
-                    f"  {cost:5} round {round_} {server.variant:8} {run.rps:9,.0f} req/s"
-                    f"  p99 {run.p99_ms:7.2f} ms  {run.cpu_us_per_request:7.1f} us CPU/req"
-                    f"  failed {run.failed}"
+                    f"  {cost:5} round {round_} {server.variant:14} {run.rps:9,.0f} req/s"
+                    f"  p99 {run.p99_ms:7.2f} ms  {run.cpu_us_per_request:7.1f} us app CPU/req"
+                    f"  busy: {run.busy()}  failed {run.failed}"
                 )
                 runs.append(run)
     return runs
@@ -390,7 +570,8 @@ def table(runs: list[Run], cost: str) -> tuple[Table, dict[str, Any]]:
     rows: dict[str, Any] = {}
     base = {r.round: r.rps for r in runs if r.variant == "handler"}
     out = Table(title=f"cost = {cost}", title_justify="left")
-    for heading in ("variant", "req/s", "p50 ms", "p99 ms", "CPU us/req", "vs handler", "failed"):
+    headings = ("variant", "req/s", "p50 ms", "p99 ms", "CPU us/req: app", "postgres", "redis")
+    for heading in (*headings, "load gen", "vs handler", "failed"):
         out.add_column(heading, justify="left" if heading == "variant" else "right")
     for variant in VARIANTS:
         mine = [r for r in runs if r.variant == variant]
@@ -402,6 +583,9 @@ def table(runs: list[Run], cost: str) -> tuple[Table, dict[str, Any]]:
             "p50_ms": statistics.median(r.p50_ms for r in mine),
             "p99_ms": statistics.median(r.p99_ms for r in mine),
             "cpu_us_per_request": statistics.median(r.cpu_us_per_request for r in mine),
+            "postgres_us_per_request": statistics.median(r.per_request(r.postgres_s) for r in mine),
+            "redis_us_per_request": statistics.median(r.per_request(r.redis_s) for r in mine),
+            "loadgen_us_per_request": statistics.median(r.per_request(r.loadgen_s) for r in mine),
             "ratio": statistics.median(ratios) if ratios else None,
             "ratio_range": [min(ratios), max(ratios)] if ratios else None,
             "failed": sum(r.failed for r in mine),
@@ -418,6 +602,9 @@ def table(runs: list[Run], cost: str) -> tuple[Table, dict[str, Any]]:
             f"{row['p50_ms']:.2f}",
             f"{row['p99_ms']:.2f}",
             f"{row['cpu_us_per_request']:.0f}",
+            f"{row['postgres_us_per_request']:.0f}",
+            f"{row['redis_us_per_request']:.0f}",
+            f"{row['loadgen_us_per_request']:.0f}",
             ratio,
             str(row["failed"]),
         )
@@ -432,33 +619,60 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--vus", type=int, default=32)
+    parser.add_argument(
+        "--variants",
+        type=lambda text: tuple(text.split(",")),
+        default=VARIANTS,
+        help=f"comma-separated, from {','.join(VARIANTS)} (handler is always run)",
+    )
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--in-process", action="store_true", help="CPU per request in-process, no servers"
+    )
+    parser.add_argument("--batches", type=int, default=80, help="for --in-process")
     args = parser.parse_args()
+    unknown = set(args.variants) - set(VARIANTS)
+    if unknown:
+        parser.error(f"--variants: unknown {', '.join(sorted(unknown))}")
+    args.variants = tuple(v for v in VARIANTS if v == "handler" or v in args.variants)
     if args.serve:
         serve(args.serve, args.cost, args.port)
         return 0
 
     from redline._servers import PostgresServer, RedisServer
 
-    console = Console()
+    console = Console(width=150)
+    if args.in_process:
+        best = in_process(args.variants, args.batches, console)
+        if args.json:
+            args.json.write_text(json.dumps({"in_process_us": best}, indent=2))
+        return 0
     costs = ("query", "cpu", "sleep") if args.cost == "all" else (args.cost,)
     results: dict[str, Any] = {
         "date": datetime.date.today().isoformat(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
         "python": platform.python_version(),
-        "settings": {"duration": args.duration, "rounds": args.rounds, "vus": args.vus},
+        "settings": {
+            "duration": args.duration,
+            "rounds": args.rounds,
+            "vus": args.vus,
+            "variants": args.variants,
+        },
     }
     ok = True
     with PostgresServer() as postgres, RedisServer() as redis:
         dsn = postgres.create_database("bench")
         load_data(dsn)
         env = {"BENCH_DSN": dsn, "BENCH_REDIS": redis.url}
+        others = Others.find(postgres, redis.port)
         for cost in costs:
-            runs = bench(cost, args, env, console)
+            runs = bench(cost, args, env, others, console)
             out, rows = table(runs, cost)
             console.print(out)
             results[cost] = {"variants": rows, "runs": [asdict(r) for r in runs]}
-            for variant in ("304", "cached") if cost != "sleep" else ():
+            for variant in (*CONDITIONAL, "cached") if cost != "sleep" else ():
+                if variant not in args.variants:
+                    continue
                 ratio = rows.get(variant, {}).get("ratio")
                 if ratio is None or ratio < TARGET:
                     ok = False

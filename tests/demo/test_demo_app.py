@@ -102,7 +102,6 @@ def test_metrics_cover_requests_queries_and_the_cache(demo_url, make_client, cac
         # The first request looks up the response cache, misses, and the handler looks up
         # the data cache; the next two are response-cache hits that never reach the handler.
         assert 'redline_cache_gets_total{cache="demo"} 4.0' in text
-        assert text.count('db_queries_total{engine="demo",operation="SELECT"} 1.0') == 1
     else:
         assert 'redline_cache_gets_total{cache="demo"} 3.0' in text
     # /metrics and the dashboard are not counted as traffic.

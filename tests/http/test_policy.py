@@ -1,11 +1,13 @@
 """CachePolicy, parse_cache_control and shared_cache_may_store (redline/http/_policy.py)."""
 
+import dataclasses
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from redline.http import CachePolicy, CachePolicyError, parse_cache_control, shared_cache_may_store
-from redline.http._policy import header_values
+from redline.http._headers import header_values
 
 ANON: list[tuple[bytes, bytes]] = []
 
@@ -249,3 +251,32 @@ def test_invalid_tag_templates_are_refused(tags, why):
 def test_validator_and_vary_user_must_be_callable(field):
     with pytest.raises(CachePolicyError, match=f"CachePolicy.{field}=.*callable"):
         CachePolicy(**{field: "fund.version"})
+
+
+def test_derived_headers_follow_the_fields_through_replace():
+    public = CachePolicy("public", max_age=60, s_maxage=300, vary=("Accept",))
+    changed = dataclasses.replace(public, max_age=5, vary=("Accept-Language",))
+    assert public._cache_control == (
+        b"public, max-age=60, s-maxage=300",
+        b"private, max-age=60",
+    )
+    assert (
+        changed._cache_control[0] == changed.header().encode() == b"public, max-age=5, s-maxage=300"
+    )
+    assert changed._bare[0] == (
+        (b"cache-control", changed._cache_control[0]),
+        (b"vary", b"Accept-Language"),
+    )
+    assert changed._bare_fields[1][b"cache-control"] == [b"private, max-age=5"]
+
+
+def test_derived_headers_are_not_part_of_equality_hash_or_repr():
+    one, two = CachePolicy("public", max_age=60), CachePolicy("public", max_age=60)
+    assert one == two and hash(one) == hash(two)
+    assert "_cache_control" not in repr(one) and "_bare" not in repr(one)
+
+
+def test_parse_cache_control_hands_each_caller_its_own_dict():
+    first = parse_cache_control("public, max-age=60")
+    first["max-age"] = 0
+    assert parse_cache_control("public, max-age=60") == {"public": None, "max-age": 60}

@@ -392,6 +392,57 @@ async def test_vary_headers_are_part_of_the_key(cache: Cache) -> None:
     assert english_again.headers["x-cache"] == "HIT" and english_again.content == english.content
 
 
+async def test_users_hosts_and_languages_alternating_keep_their_own_entries(
+    cache: Cache,
+) -> None:
+    # Keys are remembered per request shape; alternating shapes must never cross.
+    backend = Backend()
+    alice = {"Authorization": "Bearer alice-token"}
+    bob = {"Authorization": "Bearer bob-token"}
+    async with client_for(make_app(backend, cache)) as client:
+        for _ in range(3):
+            assert (await client.get("/me", headers=alice)).text == "private data of alice"
+            assert (await client.get("/me", headers=bob)).text == "private data of bob"
+            english = await client.get("/funds/7", headers={"Accept-Language": "en"})
+            german = await client.get("/funds/7", headers={"Accept-Language": "de"})
+            assert b" en " in english.content and b" de " in german.content
+            other_host = await client.get("http://other.test/funds/7?a=1")
+            same_host = await client.get("http://test/funds/7?a=1")
+            assert other_host.content == same_host.content  # same answer, separate entries
+    # Each distinct request ran the handler once: two users, two languages, two hosts.
+    assert backend.runs.count("/me") == 2
+    assert backend.runs.count("/funds/7") == 4
+
+
+async def test_remembered_keys_are_bounded_and_skip_long_queries(
+    cache: Cache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from redline.http import _response_cache
+
+    monkeypatch.setattr(_response_cache, "_MAX_MEMO_KEYS", 8)
+    backend = Backend()
+    app = make_app(backend, cache)
+    async with client_for(app) as client:
+        for n in range(20):
+            await client.get(f"/funds/{n}?page={n}")
+        long_query = "q=" + "x" * 600
+        first = await client.get(f"/funds/1?{long_query}")
+        again = await client.get(f"/funds/1?{long_query}")
+    memo = _response_cache_of(app)._keys
+    assert len(memo) <= 8
+    assert all(len(inputs[5]) <= _response_cache._MAX_MEMO_QUERY for inputs in memo)
+    # Not remembered is not uncached: the long query's entry is still found.
+    assert first.headers["x-cache"] == "MISS" and again.headers["x-cache"] == "HIT"
+
+
+def _response_cache_of(app: Starlette) -> Any:
+    """The ResponseCache inside a Starlette app that has served a request."""
+    layer: Any = app.middleware_stack
+    while not isinstance(layer, HTTPCacheMiddleware):
+        layer = layer.app
+    return layer.response_cache
+
+
 # -- coalescing, stale-while-revalidate, stale-if-error ------------------------------------
 
 

@@ -165,3 +165,21 @@ async def test_tag_template_naming_a_missing_parameter_is_an_error_naming_route_
 def test_unknown_style_on_the_middleware_is_a_config_error() -> None:
     with pytest.raises(CacheRouteError, match="surrogate_keys"):
         HTTPCacheMiddleware(make_app(), surrogate_keys=("fastly",))
+
+
+def test_surrogate_headers_hands_each_caller_its_own_list() -> None:
+    first = surrogate_headers(("fund:7",), ("xkey",))
+    first.append((b"x-extra", b"1"))
+    first[0] = (b"xkey", b"changed")
+    assert surrogate_headers(("fund:7",), ("xkey",)) == [(b"xkey", b"fund:7")]
+
+
+def test_an_unhashable_tag_is_refused_like_any_other_bad_tag() -> None:
+    with pytest.raises(SurrogateKeyError, match="must be a non-empty str"):
+        surrogate_headers((["fund:7"],), ("xkey",))  # type: ignore[arg-type]
+
+
+def test_a_bad_tag_is_refused_every_time_not_only_the_first() -> None:
+    for _ in range(2):
+        with pytest.raises(SurrogateKeyError, match="' '"):
+            surrogate_headers(("fund 7",), ("xkey",))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -11,14 +12,20 @@ from decimal import Decimal
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any, Literal
 
-from redline.http._policy import Headers, header_values
+from redline.http._headers import Headers, header_fields
 
 
 def strong_etag(body: bytes) -> str:
     """A quoted strong ETag: blake2b-128 of the body, base64url without padding."""
+    return strong_etag_bytes(body).decode("ascii")
+
+
+def strong_etag_bytes(body: bytes) -> bytes:
+    """:func:`strong_etag` as the bytes of a header value."""
     # A content hash, unlike hash(), is the same in every process and after every restart.
+    # 16 bytes are 22 base64 characters and "==" of padding, dropped.
     digest = hashlib.blake2b(body, digest_size=16).digest()
-    return '"' + base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii") + '"'
+    return b'"' + base64.urlsafe_b64encode(digest)[:22] + b'"'
 
 
 def weak_etag(body: bytes) -> str:
@@ -26,41 +33,33 @@ def weak_etag(body: bytes) -> str:
     return "W/" + strong_etag(body)
 
 
-def _is_etagc(char: str) -> bool:
-    # RFC 9110 §8.8.3: etagc = %x21 / %x23-7E / obs-text
-    code = ord(char)
-    return code == 0x21 or 0x23 <= code <= 0x7E or 0x80 <= code <= 0xFF
+# RFC 9110 §8.8.3: entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE, etagc = %x21 / %x23-7E / obs-text;
+# an entry ends at optional whitespace followed by a comma or the end of the value. The weak
+# prefix is case-sensitive "W/"; "w/" is malformed.
+_ENTITY_TAG = re.compile(r'(?:W/)?"[\x21\x23-\x7e\x80-\xff]*"(?=[ \t]*(?:,|\Z))')
+_SEPARATION = re.compile(r"[ \t,]*")
 
 
 def parse_etags(if_none_match: str | None) -> list[str] | Literal["*"]:
     """The entity-tags of an If-None-Match/If-Match value, or "*"; malformed entries are dropped."""
     if if_none_match is None:
         return []
-    if if_none_match.strip() == "*":
+    text = if_none_match
+    if text.strip() == "*":
         return "*"
     tags: list[str] = []
-    text = if_none_match
-    i, end = 0, len(text)
+    end = len(text)
+    i = _SEPARATION.match(text).end()
     while i < end:
-        while i < end and text[i] in " \t,":
-            i += 1
-        if i == end:
-            break
-        # RFC 9110 §8.8.3: the weak prefix is case-sensitive "W/"; "w/" is malformed.
-        start = i
-        if text.startswith("W/", i):
-            i += 2
-        close = text.find('"', i + 1) if i < end and text[i] == '"' else -1
-        next_comma = text.find(",", i)
-        if close != -1 and all(_is_etagc(c) for c in text[i + 1 : close]):
-            after = close + 1
-            while after < end and text[after] in " \t":
-                after += 1
-            if after == end or text[after] == ",":
-                tags.append(text[start : close + 1])
-                i = after
-                continue
-        i = end if next_comma == -1 else next_comma
+        tag = _ENTITY_TAG.match(text, i)
+        if tag is not None:
+            tags.append(tag.group())
+            i = tag.end()
+        else:
+            # Malformed: the entry is skipped up to the next comma.
+            comma = text.find(",", i)
+            i = end if comma == -1 else comma
+        i = _SEPARATION.match(text, i).end()
     return tags
 
 
@@ -109,19 +108,17 @@ def not_modified(
     if method.upper() not in ("GET", "HEAD"):
         # Other methods turn a failed If-None-Match into 412, never 304: the handler decides.
         return False
-    if header_values(request_headers, "if-match") or header_values(
-        request_headers, "if-unmodified-since"
-    ):
+    fields = header_fields(request_headers)
+    if b"if-match" in fields or b"if-unmodified-since" in fields:
         # §13.2.2 steps 1-2 come first and may demand 412; leave them to the handler.
         return False
-    if_none_match = header_values(request_headers, "if-none-match")
-    if if_none_match:
+    if b"if-none-match" in fields:
         # §13.1.3: If-Modified-Since is ignored whenever If-None-Match is present.
-        return etag is not None and etag_matches(", ".join(if_none_match), etag)
-    if_modified_since = header_values(request_headers, "if-modified-since")
-    if last_modified is None or len(if_modified_since) != 1:
+        return etag is not None and etag_matches(fields.joined(b"if-none-match"), etag)
+    if_modified_since = fields.get(b"if-modified-since")
+    if last_modified is None or if_modified_since is None or len(if_modified_since) != 1:
         return False
-    since = parse_http_date(if_modified_since[0])
+    since = parse_http_date(fields.joined(b"if-modified-since"))
     if since is None:
         return False
     # HTTP dates have one-second resolution, so a sub-second Last-Modified must be truncated.

@@ -12,6 +12,12 @@ A request then goes, in order: the policy's ``validator`` (a 304 without running
 the response cache when one is configured (a hit without running the handler), the handler.
 Only 2xx answers to GET and HEAD are touched. HEAD bodies are empty, so HEAD responses are only
 answered 304 against an ETag the handler or a validator set.
+
+The 304 and the hit are the paths that must be cheap, so per-request work is kept to one pass
+over the request's headers and lookups: what depends only on a policy (its Cache-Control
+values, its Vary, a 304's headers) is built with the policy, and what depends only on the
+route (the policy from a path table or a mark, the rendered tags) once per matched route.
+A ``policies`` callable may read anything in the scope, so it is asked on every request.
 """
 
 from __future__ import annotations
@@ -19,18 +25,14 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from datetime import datetime
 from typing import Any, TypeVar
 
 from redline._exceptions import RedlineError
 from redline.http._conditional import not_modified, validators_from
-from redline.http._policy import CachePolicy, header_values, shared_cache_may_store
-from redline.http._responder import (
-    Conditional,
-    Decorator,
-    Exchange,
-    policy_headers,
-    send_304,
-)
+from redline.http._headers import Headers, header_fields
+from redline.http._policy import CachePolicy, shared_cache_may_store
+from redline.http._responder import Decorator, Exchange, send_304
 from redline.http._response_cache import DEFAULT_IGNORED_QUERY, ResponseCache
 from redline.http._routing import RouteMatcher
 from redline.http._surrogate import (
@@ -152,6 +154,14 @@ class HTTPCacheMiddleware:
             policies if callable(policies) else _RouteTable(policies or {})
         )
         self.route_matcher = RouteMatcher(app, router)
+        self._warned_ttl: set[int] = set()
+        if cache is None:
+            known = [default, *(() if callable(policies) else (policies or {}).values())]
+            if any(p is not None and p.validator_ttl is not None for p in known):
+                raise CacheRouteError(
+                    "a policy sets validator_ttl, which remembers validators in the response"
+                    " cache: pass cache=Cache.from_url(...)"
+                )
         self.response_cache: ResponseCache | None = None
         if cache is not None:
             self.response_cache = ResponseCache(
@@ -179,7 +189,8 @@ class HTTPCacheMiddleware:
         if self.response_cache is not None and policy is not None:
             await self.response_cache.handle(exchange, receive, send)
             return
-        await self.run(exchange, scope, receive, Conditional(scope, send).send)
+        send = exchange.conditional(send)
+        await self.app(scope, receive, Decorator(exchange, send, scope).send)
 
     async def run(self, exchange: Exchange, app_scope: Scope, receive: Receive, send: Send) -> None:
         """Run the app for ``exchange``, its response decorated on the way to ``send``."""
@@ -187,19 +198,30 @@ class HTTPCacheMiddleware:
 
     def policy_for(self, scope: Scope) -> CachePolicy | None:
         """The policy for a routed request: endpoint mark, then policies, then default."""
+        return self.resolve_policy(scope)[0]
+
+    def resolve_policy(self, scope: Scope) -> tuple[CachePolicy | None, bool]:
+        """(:meth:`policy_for`, whether every request routed like ``scope`` gets that policy).
+
+        The second is what lets a request reuse the policy resolved for its route before.
+        """
         route = scope.get("route")
         for endpoint in (scope.get("endpoint"), getattr(route, "endpoint", None)):
             policy = getattr(endpoint, _POLICY_ATTRIBUTE, None)
             if isinstance(policy, CachePolicy):
-                return policy
+                return policy, True
         policy = self._route_policy(scope)
-        return self.default if policy is None else policy
+        # A path table reads only the path, which a route match stands for; a callable may read
+        # anything in the scope (headers, query), so it is asked on every request.
+        fixed = type(self._route_policy) is _RouteTable
+        return (self.default if policy is None else policy), fixed
 
-    def is_personal(self, headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    def is_personal(self, headers: Headers) -> bool:
         """Whether a request carries credentials: Authorization, or a session cookie."""
-        if header_values(headers, "authorization"):
+        fields = header_fields(headers)
+        if b"authorization" in fields:
             return True
-        cookies = header_values(headers, "cookie")
+        cookies = fields.values_of(b"cookie")
         if self.session_cookies is None:
             return any(cookie.strip() for cookie in cookies)
         names = {item.split("=", 1)[0].strip() for cookie in cookies for item in cookie.split(";")}
@@ -209,45 +231,72 @@ class HTTPCacheMiddleware:
         """Ask the route's validator; True when the request can be answered 304 right away."""
         assert policy.validator is not None
         try:
-            result = policy.validator(_request(exchange.view))
-            if inspect.isawaitable(result):
-                result = await result
-            context = [
-                ", ".join(header_values(exchange.scope.get("headers", []), name))
-                for name in policy.vary
-            ]
-            exchange.etag, exchange.last_modified = validators_from(result, context)
+            if policy.validator_ttl is None:
+                found = await self.ask_validator(exchange, policy)
+            elif self.response_cache is None:
+                self._warn_unremembered(policy)
+                found = await self.ask_validator(exchange, policy)
+            else:
+                found = await self.response_cache.validators(
+                    exchange, lambda: self.ask_validator(exchange, policy)
+                )
+            exchange.etag, exchange.last_modified = found
         except Exception:
             # A failing validator (its database is down, say) costs the shortcut, not the page.
             log.exception("validator of route %s failed; running the handler", exchange.template)
             return False
         return not_modified(
-            exchange.scope.get("headers", []),
+            exchange.fields,
             exchange.etag,
             exchange.last_modified,
             method=exchange.scope["method"],
         )
 
+    async def ask_validator(
+        self, exchange: Exchange, policy: CachePolicy
+    ) -> tuple[str | None, datetime | None]:
+        """Run the route's validator: (ETag, Last-Modified) from what it returns."""
+        assert policy.validator is not None
+        result = policy.validator(_request(exchange.view))
+        if inspect.isawaitable(result):
+            result = await result
+        context = [exchange.fields.joined(name) for name in policy._vary_fields]
+        return validators_from(result, context)
+
+    def _warn_unremembered(self, policy: CachePolicy) -> None:
+        if id(policy) not in self._warned_ttl:
+            self._warned_ttl.add(id(policy))
+            log.warning(
+                "a policy sets validator_ttl=%s but HTTPCacheMiddleware has no cache= to"
+                " remember validators in; asking the validator on every request",
+                policy.validator_ttl,
+            )
+
     async def send_validated_304(self, exchange: Exchange, policy: CachePolicy, send: Send) -> None:
-        headers = policy_headers(policy, [], exchange.personal)
-        headers += exchange.validator_headers()
-        if exchange.tags and self.surrogate_keys:
-            request = exchange.scope.get("headers", [])
-            if shared_cache_may_store(request, 200, headers):
-                try:
-                    headers += surrogate_headers(exchange.tags, self.surrogate_keys)
-                except SurrogateKeyError as exc:
-                    log.warning("route %s: %s", exchange.template, exc)
+        personal = exchange.personal
+        headers = [*policy._bare[personal], *exchange.validator_headers()]
+        # The validators do not change whether the 200 this stands for may be shared.
+        if (
+            exchange.tags
+            and self.surrogate_keys
+            and shared_cache_may_store(exchange.fields, 200, policy._bare_fields[personal])
+        ):
+            try:
+                headers += surrogate_headers(exchange.tags, self.surrogate_keys)
+            except SurrogateKeyError as exc:
+                log.warning("route %s: %s", exchange.template, exc)
         await send_304(send, headers)
+
+
+try:
+    from starlette.requests import Request as _StarletteRequest
+except ImportError:  # pragma: no cover - Starlette is in the web extra
+    _StarletteRequest = None
 
 
 def _request(scope: Scope) -> Any:
     """A validator's argument: a Starlette Request when Starlette is installed, else the scope."""
-    try:
-        from starlette.requests import Request
-    except ImportError:  # pragma: no cover - Starlette is in the web extra
-        return scope
-    return Request(scope)
+    return scope if _StarletteRequest is None else _StarletteRequest(scope)
 
 
 def _check_size(name: str, value: object) -> None:

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from string import Formatter
 from typing import Any, Literal
 from urllib.parse import quote
 
 from redline._exceptions import RedlineError
+from redline.http._headers import HeaderFields, Headers, header_fields
 from redline.http._surrogate import SurrogateKeyError, check_surrogate_tags
 
 Visibility = Literal["public", "private", "no-store"]
-# A Mapping (str keys, e.g. Starlette's Headers) or ASGI-style (name, value) pairs, str or bytes.
-Headers = Mapping[str, str] | Iterable[tuple[str | bytes, str | bytes]]
 
 _VISIBILITIES = ("public", "private", "no-store")
 _AGE_FIELDS = ("max_age", "s_maxage", "stale_while_revalidate", "stale_if_error")
@@ -44,6 +43,9 @@ class CachePolicy:
     a matching conditional request is answered 304 without running the handler.
     ``vary_user(scope)`` returns the user a response belongs to; only then may responses to
     credentialed requests enter the response cache, keyed by that user.
+    ``validator_ttl`` keeps the validator's answer that many seconds in the response cache,
+    tagged with the route's tags, so a 304 skips even the validator until a write path
+    invalidates a tag (``cache.invalidate_tags`` or ``Purger.purge``); None asks every time.
     """
 
     visibility: Visibility = "private"
@@ -58,6 +60,19 @@ class CachePolicy:
     tags: tuple[str, ...] = ()
     validator: Callable[[Any], Any] | None = None
     vary_user: Callable[[Any], Any] | None = None
+    validator_ttl: int | None = None
+    # Derived once from the fields above by __post_init__, so that no request rebuilds them,
+    # each indexed by "personal" (a credentialed request, or a response setting a cookie, which
+    # a public policy answers as private): the Cache-Control value, and the headers (with their
+    # fields, shared: never changed) a response without headers of its own gets; also the Vary
+    # value and the request fields named by vary, lowercased.
+    _cache_control: tuple[bytes, bytes] = field(init=False, repr=False, compare=False)
+    _vary_value: bytes | None = field(init=False, repr=False, compare=False)
+    _vary_fields: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
+    _bare: tuple[tuple[tuple[bytes, bytes], ...], ...] = field(
+        init=False, repr=False, compare=False
+    )
+    _bare_fields: tuple[HeaderFields, HeaderFields] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.visibility not in _VISIBILITIES:
@@ -95,7 +110,55 @@ class CachePolicy:
             value = getattr(self, name)
             if value is not None and not callable(value):
                 raise CachePolicyError(f"CachePolicy.{name}={value!r}: must be callable or None")
+        self._check_validator_ttl()
         self._check_consistent()
+        self._derive()
+
+    def _derive(self) -> None:
+        own = self.header().encode("latin-1")
+        if self.visibility == "public":
+            # Secure by default: a response to a credentialed request, or one setting a cookie,
+            # may be one user's data; a shared cache must never hand it to another. The browser
+            # may still keep it for max-age, so only public/s-maxage go.
+            personal = self._render("private", None).encode("latin-1")
+        else:
+            personal = own
+        vary = self.vary_header()
+        vary_value = None if vary is None else vary.encode("latin-1")
+        bare = tuple(
+            ((b"cache-control", value),) + (() if vary_value is None else ((b"vary", vary_value),))
+            for value in (own, personal)
+        )
+        set_field = object.__setattr__
+        set_field(self, "_cache_control", (own, personal))
+        set_field(self, "_vary_value", vary_value)
+        set_field(self, "_vary_fields", tuple(n.lower().encode("latin-1") for n in self.vary))
+        set_field(self, "_bare", bare)
+        set_field(self, "_bare_fields", tuple(HeaderFields(list(h)) for h in bare))
+
+    def _check_validator_ttl(self) -> None:
+        ttl = self.validator_ttl
+        if ttl is None:
+            return
+        if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0:
+            raise CachePolicyError(
+                f"CachePolicy.validator_ttl={ttl!r}: must be a whole number of seconds > 0, or None"
+            )
+        if self.validator is None:
+            raise CachePolicyError("CachePolicy.validator_ttl remembers a validator: set validator")
+        if self.visibility == "no-store" or (self.visibility == "private" and not self.vary_user):
+            raise CachePolicyError(
+                f"CachePolicy.validator_ttl on a {self.visibility!r} policy: answers are remembered"
+                " in the response cache, which keeps only public responses, or private ones per"
+                " user with vary_user"
+            )
+        if not self.tags:
+            # Tags are how a write reaches a remembered answer; without them it would be
+            # wrong until the TTL ran out.
+            raise CachePolicyError(
+                "CachePolicy.validator_ttl needs tags, which write paths invalidate to make the"
+                " remembered validator current again, e.g. tags=('fund:{fund_id}',)"
+            )
 
     def _check_consistent(self) -> None:
         if self.visibility == "no-store":
@@ -128,13 +191,16 @@ class CachePolicy:
 
     def header(self) -> str:
         """The Cache-Control value, directives always in the same order."""
-        parts: list[str] = [self.visibility]
+        return self._render(self.visibility, self.s_maxage)
+
+    def _render(self, visibility: str, s_maxage: int | None) -> str:
+        parts: list[str] = [visibility]
         if self.no_cache:
             parts.append("no-cache")
         if self.must_revalidate:
             parts.append("must-revalidate")
         for name in _AGE_FIELDS:
-            value = getattr(self, name)
+            value = s_maxage if name == "s_maxage" else getattr(self, name)
             if value is not None:
                 directive = "s-maxage" if name == "s_maxage" else name.replace("_", "-")
                 parts.append(f"{directive}={value}")
@@ -198,32 +264,14 @@ def _parse_tag(template: object) -> tuple[tuple[str, str | None], ...]:
     return tuple(parts)
 
 
-def header_values(headers: Headers, name: str) -> list[str]:
-    """Every value of one field, case-insensitively, in order; bytes are decoded as latin-1."""
-    wanted = name.lower()
-    # ASGI header lists are the common case and on every request's path: test them first,
-    # the Mapping ABC check costs more than the scan.
-    pairs = (
-        headers
-        if type(headers) is list
-        else headers.items()
-        if isinstance(headers, Mapping)
-        else headers
-    )
-    wanted_bytes = wanted.encode("latin-1")
-    found = []
-    for key, value in pairs:
-        if type(key) is bytes:
-            if key != wanted_bytes and key.lower() != wanted_bytes:
-                continue
-        elif key.lower() != wanted:
-            continue
-        found.append(value.decode("latin-1") if type(value) is bytes else value)
-    return found
-
-
 def _split_list(value: str) -> Iterable[str]:
     """Split a comma-separated field value, keeping commas inside quoted strings."""
+    if '"' not in value:
+        return value.split(",")
+    return _split_quoted(value)
+
+
+def _split_quoted(value: str) -> Iterable[str]:
     item: list[str] = []
     quoted = escaped = False
     for char in value:
@@ -254,7 +302,13 @@ def parse_cache_control(value: str | Iterable[str] | None) -> dict[str, str | in
     """
     if value is None:
         return {}
-    text = value if isinstance(value, str) else ",".join(value)
+    return dict(_directives(value if isinstance(value, str) else ",".join(value)))
+
+
+@lru_cache(maxsize=512)
+def _directives(text: str) -> dict[str, str | int | None]:
+    """parse_cache_control's work, kept per value: a route's Cache-Control repeats on every
+    response. The dict is shared between callers, who must not change it."""
     directives: dict[str, str | int | None] = {}
     for item in _split_list(text):
         name, sep, raw = item.partition("=")
@@ -278,8 +332,12 @@ def shared_cache_may_store(
     request_headers: Headers, response_status: int, response_headers: Headers
 ) -> bool:
     """Whether a shared cache (a CDN, or redline's response cache) may store this response."""
-    request_cc = parse_cache_control(header_values(request_headers, "cache-control"))
-    response_cc = parse_cache_control(header_values(response_headers, "cache-control"))
+    request = header_fields(request_headers)
+    response = header_fields(response_headers)
+    request_cc = (
+        _directives(request.joined(b"cache-control")) if b"cache-control" in request else {}
+    )
+    response_cc = _directives(response.joined(b"cache-control"))
     # RFC 9111 §3: no-store in either the request or the response forbids storing.
     if "no-store" in request_cc or "no-store" in response_cc:
         return False
@@ -288,13 +346,14 @@ def shared_cache_may_store(
     if "private" in response_cc:
         return False
     # Not an RFC rule but redline's: a cookie set for one client must never reach another.
-    if header_values(response_headers, "set-cookie"):
+    if b"set-cookie" in response:
         return False
-    vary = {v.strip() for line in header_values(response_headers, "vary") for v in line.split(",")}
     # RFC 9111 §4.1: Vary: * never matches a later request, so storing it is pointless.
-    if "*" in vary:
+    if b"vary" in response and "*" in {
+        v.strip() for line in response.values_of(b"vary") for v in line.split(",")
+    }:
         return False
-    if header_values(request_headers, "authorization") and not (
+    if b"authorization" in request and not (
         # RFC 9111 §3.5: only these response directives allow sharing an authorised response.
         "public" in response_cc or "s-maxage" in response_cc or "must-revalidate" in response_cc
     ):
@@ -308,5 +367,5 @@ def shared_cache_may_store(
         "public" in response_cc
         or isinstance(response_cc.get("max-age"), int)
         or isinstance(response_cc.get("s-maxage"), int)
-        or bool(header_values(response_headers, "expires"))
+        or b"expires" in response
     )

@@ -10,14 +10,15 @@ still answer that request with a 304.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from redline.http._conditional import http_date, not_modified, parse_http_date, strong_etag
-from redline.http._policy import CachePolicy, header_values, shared_cache_may_store
+from redline._routes import ROUTE_TEMPLATE_KEY
+from redline.http._conditional import http_date, not_modified, parse_http_date, strong_etag_bytes
+from redline.http._headers import HeaderFields, header_values
+from redline.http._policy import CachePolicy, shared_cache_may_store
 from redline.http._surrogate import SurrogateKeyError, surrogate_headers
 
 if TYPE_CHECKING:
@@ -29,6 +30,8 @@ Message = MutableMapping[str, Any]
 Send = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger("redline.http")
+# Not worked out yet (None is a valid answer for what it stands in for).
+UNKNOWN: Any = object()
 
 # RFC 9110 §15.4.5: a 304 carries the validators and caching fields of the 200 it stands for,
 # but no representation metadata, which would describe a body that is not there.
@@ -45,13 +48,18 @@ _NOT_IN_304 = frozenset(
 
 
 class Exchange:
-    """What the middleware knows about one GET/HEAD request before the app runs."""
+    """What the middleware knows about one GET/HEAD request before the app runs.
+
+    The request's headers are read once, into ``fields``. What depends only on the route (its
+    policy when no ``policies`` callable decides it, its rendered tags) is derived on the first
+    request to reach that route and kept on the route match, so later requests look it up.
+    """
 
     __slots__ = (
         "middleware",
         "scope",
+        "fields",
         "match",
-        "view",
         "template",
         "policy",
         "personal",
@@ -59,24 +67,57 @@ class Exchange:
         "untaggable",
         "etag",
         "last_modified",
+        "cache_key",
+        "_view",
     )
 
     def __init__(self, middleware: HTTPCacheMiddleware, scope: Scope) -> None:
         self.middleware = middleware
         self.scope = scope
-        match: RouteMatch | None = middleware.route_matcher.match(scope)
+        self.fields = fields = HeaderFields(scope.get("headers", []))
+        host = fields.get(b"host")
+        match: RouteMatch | None = middleware.route_matcher.match(scope, host[0] if host else b"")
         self.match = match
-        # The scope as the endpoint will see it: endpoint, route and path_params filled in.
-        self.view: Scope = {**scope, **match.child_scope} if match is not None else scope
+        if match is not None:
+            # For middleware outside this one (redline.monitor's route label): a 304 or a
+            # cache hit never reaches the router that would otherwise say where it went.
+            scope[ROUTE_TEMPLATE_KEY] = match.template
+        self._view: Scope | None = None
         self.template: str = match.template if match is not None else scope.get("path", "")
-        self.policy = middleware.policy_for(self.view)
-        self.personal = middleware.is_personal(scope.get("headers", []))
+        self.personal = (b"authorization" in fields or b"cookie" in fields) and (
+            middleware.is_personal(fields)
+        )
         self.tags: tuple[str, ...] | None = None
         self.untaggable = False
         self.etag: str | None = None
         self.last_modified: datetime | None = None
-        if match is not None and self.policy is not None and self.policy.tags:
-            self.render_tags(self.policy, match.path_params)
+        # The response cache's key, worked out when first needed (see ResponseCache.key_for).
+        self.cache_key: Any = UNKNOWN
+        if match is None:
+            policy = middleware.policy_for(scope)
+        else:
+            policy = match.derived.get("policy", UNKNOWN)
+            if policy is UNKNOWN:
+                policy, fixed = middleware.resolve_policy(self.view)
+                if fixed:
+                    match.derived["policy"] = policy
+        self.policy = policy
+        if match is not None and policy is not None and policy.tags:
+            derived = match.derived.get("tags")
+            if derived is not None and derived[0] is policy:
+                _, self.tags, self.untaggable = derived
+            else:
+                self.render_tags(policy, match.path_params)
+                match.derived["tags"] = (policy, self.tags, self.untaggable)
+
+    @property
+    def view(self) -> Scope:
+        """The scope as the endpoint will see it: endpoint, route and path_params filled in."""
+        view = self._view
+        if view is None:
+            match = self.match
+            view = self._view = {**self.scope, **match.child_scope} if match else self.scope
+        return view
 
     def render_tags(self, policy: CachePolicy, path_params: Any) -> tuple[str, ...]:
         """The policy's tags for these path parameters (a missing one is a config error)."""
@@ -98,9 +139,26 @@ class Exchange:
             headers.append((b"last-modified", http_date(self.last_modified).encode("latin-1")))
         return headers
 
+    def conditional(self, send: Send, extra: list[tuple[bytes, bytes]] | None = None) -> Send:
+        """``send`` behind the :class:`Conditional` stage, unless it has nothing to do."""
+        if not extra and not _is_conditional(self.fields):
+            return send
+        return Conditional(self.scope, send, extra, self.fields).send
+
 
 class Decorator:
     """Adds policy headers, validators and surrogate keys to 2xx responses; hashes bodies."""
+
+    __slots__ = (
+        "exchange",
+        "middleware",
+        "app_scope",
+        "downstream",
+        "start",
+        "chunks",
+        "size",
+        "buffering",
+    )
 
     def __init__(self, exchange: Exchange, downstream: Send, app_scope: Scope) -> None:
         self.exchange = exchange
@@ -114,7 +172,9 @@ class Decorator:
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
-            await self.on_start(message)
+            start = self.decorate(message)
+            if start is not None:
+                await self.downstream(start)
             return
         if not self.buffering:
             await self.downstream(message)
@@ -124,43 +184,52 @@ class Decorator:
             await self.downstream(message)
             return
         body = message.get("body", b"")
+        if not message.get("more_body", False):
+            if self.chunks:
+                self.chunks.append(body)
+                body = b"".join(self.chunks)
+            await self.finish(body)
+            return
         self.chunks.append(body)
         self.size += len(body)
-        if not message.get("more_body", False):
-            await self.finish()
-        elif self.size > self.middleware.max_etag_body:
+        if self.size > self.middleware.max_etag_body:
             # Too big to hold: the body streams on untagged rather than sitting in memory.
             await self.release(more_body=True)
 
-    async def on_start(self, message: Message) -> None:
+    def decorate(self, message: Message) -> Message | None:
+        """The response start to send on, or None when it is held until the body is hashed."""
         status = message["status"]
         if not 200 <= status < 300:
-            await self.downstream(message)
-            return
+            return message
         headers = list(message.get("headers", []))
+        # Read once; every change below keeps ``fields`` in step with ``headers``.
+        fields = HeaderFields(headers)
         exchange = self.exchange
         policy = exchange.policy
         if policy is None:
             # No policy was found before routing: the routed scope may resolve one now.
             policy = exchange.policy = self.middleware.policy_for(self.app_scope)
         if policy is not None:
-            headers = self.apply(policy, headers)
+            headers = policy_headers(policy, headers, exchange.personal, fields)
         if exchange.etag is not None or exchange.last_modified is not None:
             # The validator's tags win over the handler's: they are what a later request is
             # answered 304 against before the handler runs.
-            replaced = {name for name, _ in exchange.validator_headers()}
+            validators = exchange.validator_headers()
+            replaced = {name for name, _ in validators}
             headers = [(k, v) for k, v in headers if k.lower() not in replaced]
-            headers += exchange.validator_headers()
+            headers += validators
+            for name, value in validators:
+                fields[name] = [value]
         if policy is not None and policy.tags:
             tags = exchange.tags
             if tags is None:
                 tags = exchange.render_tags(policy, self.app_scope.get("path_params") or {})
-            headers += self.surrogate_keys(tags, status, headers)
+            headers += self.surrogate_keys(tags, status, fields)
         start = {**message, "headers": headers}
-        lengths = header_values(headers, "content-length")
+        lengths = fields.get(b"content-length")
         if (
             self.middleware.etag
-            and not header_values(headers, "etag")
+            and b"etag" not in fields
             and self.app_scope["method"] == "GET"
             # 206 is a part of the representation and 204 has none: neither gets a body hash.
             and status not in (204, 206)
@@ -172,23 +241,17 @@ class Decorator:
         ):
             self.start = start
             self.buffering = True
-            return
-        await self.downstream(start)
-
-    def apply(
-        self, policy: CachePolicy, headers: list[tuple[bytes, bytes]]
-    ) -> list[tuple[bytes, bytes]]:
-        """Headers with the policy's Cache-Control (unless the handler set one) and Vary."""
-        return policy_headers(policy, headers, self.exchange.personal)
+            return None
+        return start
 
     def surrogate_keys(
-        self, tags: tuple[str, ...], status: int, headers: list[tuple[bytes, bytes]]
+        self, tags: tuple[str, ...], status: int, headers: HeaderFields
     ) -> list[tuple[bytes, bytes]]:
         """Surrogate-key headers, only on responses a shared cache may store."""
         styles = self.middleware.surrogate_keys
         if not tags or not styles:
             return []
-        if not shared_cache_may_store(self.exchange.scope.get("headers", []), status, headers):
+        if not shared_cache_may_store(self.exchange.fields, status, headers):
             return []
         try:
             return surrogate_headers(tags, styles)
@@ -199,12 +262,15 @@ class Decorator:
             self.exchange.untaggable = True
             return []
 
-    async def finish(self) -> None:
-        assert self.start is not None
-        body = b"".join(self.chunks)
-        headers = [*self.start["headers"], (b"etag", strong_etag(body).encode("latin-1"))]
+    async def finish(self, body: bytes) -> None:
+        """Send the held start with the ETag of ``body``, the whole body, then ``body``."""
+        start = self.start
+        assert start is not None
+        # start is this stage's own copy of the message, free to change.
+        start["headers"].append((b"etag", strong_etag_bytes(body)))
         self.buffering = False
-        await self.downstream({**self.start, "headers": headers})
+        self.chunks = []
+        await self.downstream(start)
         await self.downstream({"type": "http.response.body", "body": body, "more_body": False})
 
     async def release(self, *, more_body: bool) -> None:
@@ -220,41 +286,62 @@ class Decorator:
 
 
 def policy_headers(
-    policy: CachePolicy, headers: list[tuple[bytes, bytes]], personal: bool
+    policy: CachePolicy,
+    headers: list[tuple[bytes, bytes]],
+    personal: bool,
+    fields: HeaderFields,
 ) -> list[tuple[bytes, bytes]]:
-    """``headers`` plus the policy's Cache-Control (unless already set) and Vary."""
-    if not header_values(headers, "cache-control"):
-        if policy.visibility == "public" and (personal or header_values(headers, "set-cookie")):
-            # Secure by default: a response to a credentialed request, or one setting a
-            # cookie, may be one user's data; a shared cache must never hand it to another.
-            # The browser may still keep it for max-age, so only public/s-maxage go.
-            policy = dataclasses.replace(policy, visibility="private", s_maxage=None)
-        headers.append((b"cache-control", policy.header().encode("latin-1")))
-    if policy.vary:
-        present = [
-            name.strip()
-            for line in header_values(headers, "vary")
-            for name in line.split(",")
-            if name.strip()
-        ]
-        lowered = {name.lower() for name in present}
-        missing = [name for name in policy.vary if name.lower() not in lowered]
-        if missing and "*" not in lowered:
-            merged = ["*"] if "*" in missing else present + missing
-            headers = [(k, v) for k, v in headers if k.lower() != b"vary"]
-            headers.append((b"vary", ", ".join(merged).encode("latin-1")))
+    """``headers`` (read into ``fields``) plus the policy's Cache-Control, unless already set,
+    and Vary; ``fields`` is updated to match."""
+    if b"cache-control" not in fields:
+        # A response setting a cookie is as personal as a credentialed request (see CachePolicy).
+        value = policy._cache_control[personal or b"set-cookie" in fields]
+        headers.append((b"cache-control", value))
+        fields[b"cache-control"] = [value]
+    if not policy.vary:
+        return headers
+    if b"vary" not in fields:
+        assert policy._vary_value is not None
+        headers.append((b"vary", policy._vary_value))
+        fields[b"vary"] = [policy._vary_value]
+        return headers
+    present = [
+        name.strip()
+        for line in fields.values_of(b"vary")
+        for name in line.split(",")
+        if name.strip()
+    ]
+    lowered = {name.lower() for name in present}
+    missing = [name for name in policy.vary if name.lower() not in lowered]
+    if missing and "*" not in lowered:
+        merged = ", ".join(["*"] if "*" in missing else present + missing).encode("latin-1")
+        headers = [(k, v) for k, v in headers if k.lower() != b"vary"]
+        headers.append((b"vary", merged))
+        fields[b"vary"] = [merged]
     return headers
+
+
+def _is_conditional(fields: HeaderFields) -> bool:
+    return b"if-none-match" in fields or b"if-modified-since" in fields
 
 
 class Conditional:
     """The last stage: answers 304 when the request's validators match a 2xx response."""
 
+    __slots__ = ("scope", "downstream", "extra", "fields", "check", "swallow")
+
     def __init__(
-        self, scope: Scope, downstream: Send, extra: list[tuple[bytes, bytes]] | None = None
+        self,
+        scope: Scope,
+        downstream: Send,
+        extra: list[tuple[bytes, bytes]] | None = None,
+        fields: HeaderFields | None = None,
     ) -> None:
         self.scope = scope
         self.downstream = downstream
         self.extra = extra or []
+        self.fields = HeaderFields(scope.get("headers", [])) if fields is None else fields
+        self.check = _is_conditional(self.fields)
         self.swallow = False
 
     async def send(self, message: Message) -> None:
@@ -262,7 +349,7 @@ class Conditional:
             return
         if message["type"] == "http.response.start":
             headers = [*message.get("headers", []), *self.extra]
-            if 200 <= message["status"] < 300 and self.is_not_modified(headers):
+            if self.check and 200 <= message["status"] < 300 and self.is_not_modified(headers):
                 await send_304(self.downstream, headers)
                 self.swallow = True
                 return
@@ -273,7 +360,7 @@ class Conditional:
         etags = header_values(headers, "etag")
         modified = header_values(headers, "last-modified")
         return not_modified(
-            self.scope.get("headers", []),
+            self.fields,
             etags[0] if etags else None,
             parse_http_date(modified[0]) if modified else None,
             method=self.scope["method"],

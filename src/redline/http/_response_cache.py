@@ -25,6 +25,12 @@ Timeline of an entry, with ``max-age=F, stale-while-revalidate=W, stale-if-error
 Concurrent misses for one key in one process wait for a single handler run (coalescing);
 another process may run the handler once more. Redis being down costs only hits: the cache
 degrades to its L1, and a failing cache read or write is logged, never raised.
+
+A policy's ``validator_ttl`` also keeps the validator's answer (ETag, Last-Modified) here,
+under ``validator:`` + the response's key and the same tags, so that a revalidation is
+answered without the validator's query until a write invalidates a tag. Keys themselves are
+remembered per request shape (bounded), since the query parsing and hashing behind them
+would otherwise be most of a hit's cost.
 """
 
 from __future__ import annotations
@@ -32,30 +38,41 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime
 from fnmatch import fnmatchcase
+from functools import lru_cache
 from time import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import msgpack
 
-from redline.http._conditional import http_date
-from redline.http._policy import header_values, parse_cache_control, shared_cache_may_store
-from redline.http._responder import Conditional, Exchange, Message, Send
+from redline.http._conditional import http_date, parse_etags
+from redline.http._headers import header_values
+from redline.http._policy import parse_cache_control, shared_cache_may_store
+from redline.http._responder import UNKNOWN, Exchange, Message, Send
 
 if TYPE_CHECKING:
     from redline.http._middleware import HTTPCacheMiddleware, Receive
 
 log = logging.getLogger("redline.http")
+Validators = tuple[str | None, datetime | None]
 
 DEFAULT_IGNORED_QUERY = ("utm_*", "fbclid", "gclid", "msclkid")
 _FORMAT = 1
 _KEY_PREFIX = "http"
+# A remembered validator lives under its response's key with this in front.
+_VALIDATOR_PREFIX = "validator:"
 # Preconditions other than the two the cache answers itself, and ranges: such requests are
 # passed to the handler untouched, which alone knows how to answer them.
 _BYPASS_REQUEST = frozenset({b"if-match", b"if-unmodified-since", b"if-range", b"range"})
 _CONDITIONAL = (b"if-none-match", b"if-modified-since")
+_TIMES = ("stored", "fresh", "swr", "sie")
+# Keys computed for recent requests, by what they are computed from: bounded in number, and
+# only for query strings short enough that the memo cannot grow large.
+_MAX_MEMO_KEYS = 4096
+_MAX_MEMO_QUERY = 512
 # Never stored: recomputed per response, or about one connection only.
 _NOT_STORED = frozenset(
     {b"age", b"date", b"connection", b"keep-alive", b"transfer-encoding", b"set-cookie"}
@@ -110,6 +127,7 @@ class ResponseCache:
         self._flights: dict[str, asyncio.Future[Any]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._warned: set[tuple[str, str]] = set()
+        self._keys: dict[tuple[Any, ...], _Key] = {}
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -119,9 +137,7 @@ class ResponseCache:
         if policy.visibility == "no-store" or (
             policy.visibility == "private" and policy.vary_user is None
         ):
-            await self.middleware.run(
-                exchange, exchange.scope, receive, Conditional(exchange.scope, send).send
-            )
+            await self.middleware.run(exchange, exchange.scope, receive, exchange.conditional(send))
             return
         key = self.key_for(exchange)
         if key is None:
@@ -172,18 +188,27 @@ class ResponseCache:
         self, exchange: Exchange, receive: Receive, send: Send, label: str
     ) -> None:
         extra = [(self.header, label.encode())] if self.header else []
-        conditional = Conditional(exchange.scope, send, extra)
-        await self.middleware.run(exchange, exchange.scope, receive, conditional.send)
+        await self.middleware.run(
+            exchange, exchange.scope, receive, exchange.conditional(send, extra)
+        )
 
     def key_for(self, exchange: Exchange) -> _Key | None:
         """The request's cache key, or None when this request must not use the cache."""
+        key = exchange.cache_key
+        if key is UNKNOWN:
+            key = exchange.cache_key = self._key_for(exchange)
+        return key
+
+    def _key_for(self, exchange: Exchange) -> _Key | None:
         scope = exchange.scope
         policy = exchange.policy
         assert policy is not None
-        headers = scope.get("headers", [])
-        if not _BYPASS_REQUEST.isdisjoint(name.lower() for name, _ in headers):
+        fields = exchange.fields
+        if not _BYPASS_REQUEST.isdisjoint(fields):
             return None
-        if "no-store" in parse_cache_control(header_values(headers, "cache-control")):
+        if b"cache-control" in fields and "no-store" in parse_cache_control(
+            fields.values_of(b"cache-control")
+        ):
             return None
         user = None
         if policy.vary_user is not None:
@@ -195,25 +220,48 @@ class ResponseCache:
         if user is None and exchange.personal:
             # Credentials but no user to key on: this response may be anyone's.
             return None
-        vary = frozenset(
-            name.lower() for name in policy.vary if name.lower() not in ("cookie", "authorization")
-        )
-        parts = [
+        vary, vary_names = _keyed_vary(policy.vary)
+        match = exchange.match
+        params: tuple[tuple[str, str], ...] = ()
+        if match is not None:
+            params = match.derived.get("key_params", params)
+            if not params and match.path_params:
+                params = match.derived["key_params"] = tuple(
+                    sorted((str(k), str(v)) for k, v in match.path_params.items())
+                )
+        query_string = scope.get("query_string", b"")
+        # Everything the key is computed from; the same inputs give the same key, so a request
+        # like an earlier one skips the query parsing and hashing.
+        inputs = (
+            exchange.template,
             scope.get("scheme", "http"),
-            _header(headers, "host"),
+            fields.joined(b"host"),
             scope.get("root_path", ""),
-            sorted(
-                (str(k), str(v))
-                for k, v in (exchange.match.path_params if exchange.match else {}).items()
-            ),
-            self.query(scope.get("query_string", b"")),
-            [(name, _header(headers, name)) for name in sorted(vary)],
+            params,
+            query_string,
+            tuple(fields.joined(name) for name in vary_names),
             None if user is None else str(user),
-        ]
-        digest = hashlib.blake2b(
-            msgpack.packb(parts, use_bin_type=True), digest_size=20
-        ).hexdigest()
-        return _Key(f"{_KEY_PREFIX}:GET:{exchange.template}:{digest}", user is not None, vary)
+        )
+        key = self._keys.get(inputs)
+        if key is None:
+            parts = [
+                inputs[1],
+                inputs[2],
+                inputs[3],
+                [list(pair) for pair in params],
+                self.query(query_string),
+                [[name, value] for name, value in zip(sorted(vary), inputs[6], strict=True)],
+                inputs[7],
+            ]
+            digest = hashlib.blake2b(
+                msgpack.packb(parts, use_bin_type=True), digest_size=20
+            ).hexdigest()
+            key = _Key(f"{_KEY_PREFIX}:GET:{exchange.template}:{digest}", user is not None, vary)
+            if len(query_string) <= _MAX_MEMO_QUERY:
+                if len(self._keys) >= _MAX_MEMO_KEYS:
+                    del self._keys[next(iter(self._keys))]
+                self._keys[inputs] = key
+        return key
 
     def query(self, query_string: bytes) -> list[tuple[str, str]]:
         """The query as the key sees it: blank and ignored parameters dropped, sorted by name."""
@@ -238,6 +286,55 @@ class ResponseCache:
         return exchange.last_modified is not None and header_values(headers, "last-modified") != [
             http_date(exchange.last_modified)
         ]
+
+    # -- remembered validators -------------------------------------------------------------
+
+    async def validators(
+        self, exchange: Exchange, ask: Callable[[], Awaitable[Validators]]
+    ) -> Validators:
+        """The route's validators, remembered under its tags when its policy says so.
+
+        ``ask`` runs the validator; its exceptions reach the caller. The cache's
+        ``get_or_set`` runs it once per process for concurrent requests, and an invalidation
+        that lands while it runs leaves its answer stale, never current.
+        """
+        policy = exchange.policy
+        assert policy is not None and policy.validator_ttl is not None
+        key = None if exchange.untaggable or not exchange.tags else self.key_for(exchange)
+        if key is None:
+            return await ask()
+
+        async def load() -> dict[str, Any]:
+            try:
+                etag, modified = await ask()
+            except Exception as exc:
+                raise _ValidatorFailed(exc) from exc
+            return {
+                "v": _FORMAT,
+                "etag": etag,
+                "modified": None if modified is None else modified.timestamp(),
+            }
+
+        try:
+            remembered = await self.cache.get_or_set(
+                _VALIDATOR_PREFIX + key.key, load, ttl=policy.validator_ttl, tags=exchange.tags
+            )
+        except _ValidatorFailed as failed:
+            raise failed.error from None
+        except Exception:
+            log.warning(
+                "remembering the validator of route %s failed; asking it",
+                exchange.template,
+                exc_info=True,
+            )
+            return await ask()
+        found = _validators_of(remembered)
+        if found is None:
+            log.warning(
+                "remembered validator of route %s is malformed; asking it", exchange.template
+            )
+            return await ask()
+        return found
 
     # -- filling ----------------------------------------------------------------------------
 
@@ -380,18 +477,16 @@ class ResponseCache:
         now: float | None = None,
     ) -> None:
         """Answer from ``entry``: Age and the cache header added, 304 when it validates."""
-        headers = [(bytes(k), bytes(v)) for k, v in entry["headers"]]
+        headers = [(k, v) for k, v in entry["headers"]]
         if label != "MISS":
             age = max(0, int((time() if now is None else now) - entry["stored"]))
             headers.append((b"age", str(age).encode()))
         if self.header:
             headers.append((self.header, label.encode()))
         body = entry["body"] if exchange.scope["method"] == "GET" else b""
-        conditional = Conditional(exchange.scope, send)
-        await conditional.send(
-            {"type": "http.response.start", "status": entry["status"], "headers": headers}
-        )
-        await conditional.send({"type": "http.response.body", "body": body, "more_body": False})
+        send = exchange.conditional(send)
+        await send({"type": "http.response.start", "status": entry["status"], "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 class _Capture:
@@ -411,7 +506,7 @@ class _Capture:
         self.key = key
         self.client = send
         # What is not stored still gets its 304 when it validates.
-        self.passthrough = None if send is None else Conditional(exchange.scope, send).send
+        self.passthrough = None if send is None else exchange.conditional(send)
         self.stale = stale
         self.flight = flight
         # "hold": kept whole to store; "pass": streamed on; "error": a 5xx that a stale response
@@ -514,8 +609,40 @@ class _Capture:
         self.mode = "drop"
 
 
-def _header(headers: Iterable[tuple[bytes, bytes]], name: str) -> str:
-    return ", ".join(header_values(headers, name))
+@lru_cache(maxsize=256)
+def _keyed_vary(vary: tuple[str, ...]) -> tuple[frozenset[str], tuple[bytes, ...]]:
+    """The Vary names a key holds, lowercased, and the request fields to read for them, sorted.
+
+    ``Cookie`` and ``Authorization`` are never keyed on (see the module docstring).
+    """
+    names = frozenset(name.lower() for name in vary) - {"cookie", "authorization"}
+    return names, tuple(name.encode("latin-1") for name in sorted(names))
+
+
+class _ValidatorFailed(Exception):
+    """Carries a validator's own exception through the cache's loader machinery."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def _validators_of(value: object) -> Validators | None:
+    """(ETag, Last-Modified) from a remembered entry, or None when it is malformed (Redis is
+    not trusted: an ETag goes into a header, so it must be exactly one entity-tag)."""
+    if type(value) is not dict or value.get("v") != _FORMAT:
+        return None
+    etag, modified = value.get("etag"), value.get("modified")
+    if etag is not None and (type(etag) is not str or parse_etags(etag) != [etag]):
+        return None
+    if modified is None:
+        return etag, None
+    if type(modified) not in (int, float):
+        return None
+    try:
+        return etag, datetime.fromtimestamp(modified, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def _seconds(value: object) -> int:
@@ -524,21 +651,23 @@ def _seconds(value: object) -> int:
 
 def _well_formed(entry: object) -> bool:
     """Whether a value read from the cache is an entry of this format (Redis is not trusted)."""
-    if not isinstance(entry, dict) or entry.get("v") != _FORMAT:
+    if type(entry) is not dict or entry.get("v") != _FORMAT:
         return False
     try:
-        return (
-            isinstance(entry["status"], int)
-            and isinstance(entry["body"], bytes)
-            and all(
-                isinstance(pair, (list, tuple))
+        if not (
+            type(entry["status"]) is int
+            and type(entry["body"]) is bytes
+            and all(isinstance(entry[name], (int, float)) for name in _TIMES)
+        ):
+            return False
+        for pair in entry["headers"]:
+            if not (
+                type(pair) in (list, tuple)
                 and len(pair) == 2
-                and all(isinstance(part, bytes) for part in pair)
-                for pair in entry["headers"]
-            )
-            and all(
-                isinstance(entry[name], (int, float)) for name in ("stored", "fresh", "swr", "sie")
-            )
-        )
-    except KeyError:
+                and type(pair[0]) is bytes
+                and type(pair[1]) is bytes
+            ):
+                return False
+    except (KeyError, TypeError):
         return False
+    return True

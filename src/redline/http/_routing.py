@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Iterable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 log = logging.getLogger("redline.http")
@@ -31,6 +31,9 @@ class RouteMatch:
     endpoint: Any
     template: str
     child_scope: dict[str, Any]
+    # What the middleware derives from this match once and reuses for every request that
+    # routes here (its policy, rendered tags, surrogate headers); see Exchange.
+    derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def path_params(self) -> dict[str, Any]:
@@ -45,8 +48,11 @@ class RouteMatcher:
         self._max_entries = max_entries
         self._memo: OrderedDict[tuple[Any, ...], RouteMatch | None] = OrderedDict()
 
-    def match(self, scope: Scope) -> RouteMatch | None:
-        """The route ``scope`` will reach, or None (no router, no route, or wrong method)."""
+    def match(self, scope: Scope, host: bytes | None = None) -> RouteMatch | None:
+        """The route ``scope`` will reach, or None (no router, no route, or wrong method).
+
+        ``host`` is the request's Host header when the caller has read it already.
+        """
         router = self._router or _router_of(scope.get("app"))
         if router is None:
             return None
@@ -57,7 +63,7 @@ class RouteMatcher:
             scope.get("method"),
             scope.get("path"),
             scope.get("root_path", ""),
-            _host(scope),
+            _host(scope) if host is None else host,
         )
         memo = self._memo
         try:

@@ -12,6 +12,7 @@ no purge reaches.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 
 from redline._exceptions import RedlineError
 
@@ -53,6 +54,23 @@ def surrogate_headers(
     tags: Iterable[str], styles: Iterable[str] = SURROGATE_STYLES
 ) -> list[tuple[bytes, bytes]]:
     """ASGI header pairs carrying ``tags`` in each CDN style; none when there are no tags."""
+    if type(tags) is tuple and type(styles) is tuple:
+        try:
+            return list(_tuple_headers(tags, styles))
+        except TypeError:
+            pass  # an unhashable tag: the checks below name it
+    return _build_headers(tags, styles)
+
+
+@lru_cache(maxsize=256)
+def _tuple_headers(
+    tags: tuple[str, ...], styles: tuple[str, ...]
+) -> tuple[tuple[bytes, bytes], ...]:
+    # A route's tags repeat on every response it sends: build (and check) their headers once.
+    return tuple(_build_headers(tags, styles))
+
+
+def _build_headers(tags: Iterable[str], styles: Iterable[str]) -> list[tuple[bytes, bytes]]:
     checked = check_surrogate_tags(tags)
     styles = check_surrogate_styles(styles)
     if not checked:

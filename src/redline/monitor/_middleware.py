@@ -68,6 +68,7 @@ from operator import itemgetter
 from time import perf_counter
 from typing import Any
 
+from redline._routes import ROUTE_TEMPLATE_KEY
 from redline.monitor._counter import Counter
 from redline.monitor._exceptions import MetricError
 from redline.monitor._gauge import Gauge
@@ -527,7 +528,9 @@ class _RouteTemplates:
         if by_endpoint:
             found = scope.get("endpoint")
             if found is None:
-                return UNMATCHED
+                # Answered before routing (an HTTPCacheMiddleware 304 or cache hit): that
+                # middleware matched the route itself and left its template.
+                return scope.get(ROUTE_TEMPLATE_KEY) or UNMATCHED
         # No identity check: the object is kept in the value, so its id is not reused.
         known = self._known.get(id(found))
         if known is not None and known[1] is not None:
