@@ -154,7 +154,12 @@ def create_app(settings: Settings) -> FastAPI:
         app.add_exception_handler(error, _unavailable)
     if settings.http_cache:
         # Added before the metrics middleware, so it runs inside it.
-        add_http_cache(app, None if isinstance(cache, NoCache) else cache, SESSION_COOKIE)
+        add_http_cache(
+            app,
+            None if isinstance(cache, NoCache) else cache,
+            SESSION_COOKIE,
+            settings.dashboard_source,
+        )
     if settings.metrics:
         app.add_route(METRICS_PATH, monitor.MetricsApp(registry))
         app.mount(DASHBOARD_PATH, dashboard_app)

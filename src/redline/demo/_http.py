@@ -9,10 +9,11 @@ the response cache, which shares the data cache: the write paths' ``invalidate_*
 therefore drop cached responses in the same call that drops cached rows, and a read after a
 write never sees the old value.
 
-A call list or dashboard filtered by ``fund_id`` is tagged with that fund, like its data
-entry, so a write to one fund's calls leaves every other fund's lists cached. The policies are
-chosen by a callable (the endpoint, plus that query parameter), and kept per fund id: at most
-one ``CachePolicy`` object per route and fund.
+A call list or a live dashboard filtered by ``fund_id`` is tagged with that fund, like its
+data entry (a dashboard from the materialized view only with ``dashboards``, which its refresh
+invalidates), so a write to one fund's calls leaves every other fund's lists cached. The
+policies are chosen by a callable (the endpoint, plus that query parameter), and kept per fund
+id: at most one ``CachePolicy`` object per route and fund.
 
 ``/me`` is private to its user: ``private, no-cache``, an ETag and 304s for the user's own
 browser, never stored by the response cache or a CDN. Everything else (writes, ``/auth``,
@@ -25,6 +26,7 @@ from collections.abc import Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
 
+from redline.demo._dashboard import dashboard_tags
 from redline.http import CachePolicy, HTTPCacheMiddleware
 
 Scope = MutableMapping[str, Any]
@@ -52,9 +54,9 @@ _STATIC: dict[str, CachePolicy] = {
     "list_retries": public("workflows"),
     "me": PRIVATE,
 }
-_BY_FUND: dict[str, Callable[[int | None], tuple[str, ...]]] = {
-    "list_calls": lambda fund: (f"fund:{fund}",) if fund is not None else ("calls",),
-    "dashboard": lambda fund: ("dashboards", f"fund:{fund}" if fund is not None else "dashboard"),
+_BY_FUND: dict[str, Callable[[str, int | None], tuple[str, ...]]] = {
+    "list_calls": lambda source, fund: (f"fund:{fund}",) if fund is not None else ("calls",),
+    "dashboard": dashboard_tags,
 }
 
 
@@ -72,7 +74,8 @@ def _fund_id(scope: Scope) -> int | None:
 class DemoPolicies:
     """The ``policies`` callable of the demo's HTTPCacheMiddleware."""
 
-    def __init__(self) -> None:
+    def __init__(self, dashboard_source: str = "live") -> None:
+        self.dashboard_source = dashboard_source
         self._by_fund: dict[tuple[str, int | None], CachePolicy] = {}
 
     def __call__(self, scope: Scope) -> CachePolicy | None:
@@ -92,17 +95,22 @@ class DemoPolicies:
         if policy is None:
             if len(self._by_fund) >= MAX_FUND_POLICIES:
                 self._by_fund.clear()
-            policy = self._by_fund[key] = public(*tags_of(fund))
+            policy = self._by_fund[key] = public(*tags_of(self.dashboard_source, fund))
         return policy
 
 
-def add_http_cache(app: Any, cache: Any | None, session_cookie: str) -> None:
+def add_http_cache(
+    app: Any, cache: Any | None, session_cookie: str, dashboard_source: str = "live"
+) -> None:
     """Add HTTPCacheMiddleware to ``app``; with a redline ``Cache``, also the response cache.
 
     Only the session cookie makes a request personal: other cookies (analytics, preferences)
     do not keep anonymous readers out of the shared cache.
     """
-    options: dict[str, Any] = {"policies": DemoPolicies(), "session_cookies": (session_cookie,)}
+    options: dict[str, Any] = {
+        "policies": DemoPolicies(dashboard_source),
+        "session_cookies": (session_cookie,),
+    }
     if cache is not None:
         options["cache"] = cache
     app.add_middleware(HTTPCacheMiddleware, **options)

@@ -12,7 +12,9 @@ worker thread: scrypt takes tens of milliseconds of CPU, which must not stall th
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import os
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -33,6 +35,11 @@ from redline.demo.schemas import Holding, Login, LoginOut, Me, MeUpdate, UserOut
 
 router = APIRouter(tags=["users"])
 
+# scrypt costs ~16 MB and tens of milliseconds of CPU per login, on purpose: a burst of logins
+# (every user of a shift arriving at 9:00) must queue here rather than take every core and
+# starve the requests of users already logged in. One hash at a time per core.
+_HASHING = asyncio.Semaphore(os.cpu_count() or 1)
+
 
 @router.post("/auth/login", response_model=LoginOut)
 async def login(state: State, body: Login):
@@ -44,7 +51,9 @@ async def login(state: State, body: Login):
                 {"email": body.email},
             )
         ).first()
-    if not await run_in_threadpool(check_login, body.password, row[3] if row else None):
+    async with _HASHING:
+        ok = await run_in_threadpool(check_login, body.password, row[3] if row else None)
+    if not ok:
         raise problem(401, "bad_credentials", "the email or the password is wrong")
     token = new_token()
     expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=state.settings.session_ttl)
