@@ -31,8 +31,9 @@ Browsers revalidate: a user remembers the ``ETag`` of every URL it read and send
 ETags, so nothing changes; with it, unchanged pages come back 304.
 
 Throughput steps run closed-model users without think time (how much can the app serve);
-the ``users`` step runs 1000 users who think 2-6 s between iterations (can it hold them), each
-starting after a random 0-3 s so that they do not arrive in one burst.
+the ``users`` step runs 1000 users who think 2-6 s between iterations (can it hold them): they
+arrive evenly over a ramp, each starting after a random 0-3 s, and the step is judged on the
+hold that follows (``_runner``), as a load test judges a plateau, not the arrival.
 
 Requests are named by template (``view-call`` for every ``/capital-calls/{id}``); ``READS``
 names the read requests, whose rate the throughput target compares.
@@ -45,7 +46,7 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-from redline.load import VU, ConstantVUs, Plan, Scenario
+from redline.load import VU, ConstantVUs, Plan, RampingVUs, Scenario, Stage
 
 READS = frozenset(
     {
@@ -292,18 +293,23 @@ def _thinking(flow: Any, low: float, high: float) -> Any:
     return with_think_time
 
 
-def plan(step: Any, data: Mapping[str, Any], *, duration: float, vus: int) -> Plan:
-    """The mix for one step: ``vus`` users for ``duration`` seconds, thinking in ``users``."""
+def plan(
+    step: Any, data: Mapping[str, Any], *, duration: float, vus: int, ramp: float = 0.0
+) -> Plan:
+    """The mix for one step: ``vus`` users for ``duration`` seconds, thinking in ``users``;
+    with ``ramp``, the users arrive evenly over that many seconds first, then stay."""
     flows = scenarios(data)
     users = split_users(vus)
     think = bool(getattr(step, "users", False))
+
+    def executor(count: int) -> Any:
+        if ramp <= 0:
+            return ConstantVUs(count, duration)
+        return RampingVUs(stages=(Stage(ramp, count), Stage(duration, count)), graceful_ramp_down=0)
+
     return Plan(
         scenarios=tuple(
-            Scenario(
-                name,
-                ConstantVUs(users[name], duration),
-                _thinking(flow, 2.0, 6.0) if think else flow,
-            )
+            Scenario(name, executor(users[name]), _thinking(flow, 2.0, 6.0) if think else flow)
             for name, flow in flows.items()
         ),
         source=f"redline demo ({getattr(step, 'name', step)})",

@@ -75,7 +75,7 @@ def print_table(summary: Mapping[str, Any], console: Console) -> None:
         targets.add_column(heading, justify="right" if heading == "measured" else "left")
     styles = {"pass": "green", "fail": "bold red", "skipped": "yellow"}
     for row in summary["targets"]:
-        verdict = row["status"] if row["status"] != "skipped" else f"skipped: {row['why']}"
+        verdict = f"{row['status']}: {row['why']}" if row.get("why") else row["status"]
         targets.add_row(
             row["target"],
             row["expected"],

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import datetime
 import json
+import math
 import os
 import platform
 import signal
@@ -115,6 +116,7 @@ STEPS: tuple[Step, ...] = (
 STEP_NAMES = tuple(step.name for step in STEPS)
 REVISION_ORDER = ("baseline", "indexes", "dashboard_view")
 LOGINS = 40  # sessions shared by the writing users
+USERS_RAMP_S = 5.0  # the users step: arrivals spread over this, then the hold is measured
 
 
 @dataclass
@@ -478,6 +480,7 @@ def _measure(
     console: Console,
 ) -> None:
     from redline.demo import _mix
+    from redline.load import Recorder
     from redline.load import run as load_run
 
     log = options.out / f"app-{step.name}.log"
@@ -496,13 +499,25 @@ def _measure(
         before = app.metrics()
         blocks_before = asyncio.run(index_blocks(svc.database_url))
         vus = options.users if step.users else options.vus
-        plan = _mix.plan(step, data, duration=options.duration, vus=vus)
+        ramp = USERS_RAMP_S if step.users else 0.0
+        plan = _mix.plan(step, data, duration=options.duration, vus=vus, ramp=ramp)
+        recorder = Recorder()
         with console.status(f"{step.title}: {vus} users for {options.duration:g}s"):
-            result = asyncio.run(load_run(plan, app.url, timeout=30.0))
+            result = asyncio.run(load_run(plan, app.url, timeout=30.0, recorder=recorder))
         after = app.metrics()
         blocks_after = asyncio.run(index_blocks(svc.database_url))
     summary = result.summary
     figures = load_figures(summary, _mix.READS)
+    if ramp > 0:
+        # Judged on the hold: the seconds after every user has arrived, up to the end.
+        first, last = math.ceil(ramp) + 1, math.floor(ramp + options.duration) - 1
+        hold = recorder.window(first, last)
+        if hold.get_total_count():
+            figures.update(
+                {f"p{q}_ms": hold.get_value_at_percentile(q) / 1000 for q in (50, 95, 99)}
+            )
+            figures["hold_s"] = [first, last + 1]
+            figures["hold_requests"] = hold.get_total_count()
     figures.update(server_figures(before, after, figures["requests"]))
     hit = blocks_after[0] - blocks_before[0]
     read = blocks_after[1] - blocks_before[1]

@@ -48,6 +48,8 @@ class Target:
             row.update(status="skipped", why=why)
         else:
             row["status"] = "pass" if _OPS[self.op](value, self.bound) else "fail"
+            if why:
+                row["why"] = why
         return row
 
     def measure(self, results: Mapping[str, Figures]) -> tuple[float | None, str]:
@@ -75,10 +77,18 @@ def _users_held(results: Mapping[str, Figures]) -> tuple[float | None, str]:
     row = results.get(USERS)
     if row is None:
         return None, f"step {USERS!r} did not run"
-    # Held: every user was running, and the service kept its error and latency targets.
-    if row.get("error_rate", 1.0) >= 0.001 or (row.get("p95_ms") or 1e9) >= 200:
-        return float(0), ""
-    return float(row.get("vus_reached") or 0), ""
+    # Held: every user was running, and the service kept its error and latency targets
+    # over the hold; otherwise none of them counts as held, and the reason says why.
+    reached = float(row.get("vus_reached") or 0)
+    p95, errors = row.get("p95_ms"), row.get("error_rate")
+    broken = []
+    if p95 is None or p95 >= 200:
+        broken.append(f"p95 {p95:.3g} ms >= 200 ms" if p95 is not None else "no p95")
+    if errors is None or errors >= 0.001:
+        broken.append(f"errors {errors:.2%} >= 0.1 %" if errors is not None else "no error rate")
+    if broken:
+        return 0.0, f"{reached:,.0f} users ran, but " + " and ".join(broken)
+    return reached, ""
 
 
 _DERIVED: dict[str, Callable[[Mapping[str, Figures]], tuple[float | None, str]]] = {
