@@ -3,16 +3,11 @@ driven with httpx."""
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
-import uvicorn
+from asgi_server import serve
 from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -31,27 +26,6 @@ from redline.http import (
 PUBLIC = CachePolicy("public", max_age=60, s_maxage=300, vary=("Accept-Language",))
 STATIC = CachePolicy("public", max_age=3600, immutable=True)
 BODY = b"hello, cache"
-
-
-@contextlib.contextmanager
-def serve(app: Any) -> Iterator[httpx.Client]:
-    """``app`` under uvicorn in a thread on a free loopback port; yields a client for it."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="critical", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}") as client:
-            yield client
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 def make_app(calls: list[str] | None = None, **options: Any) -> Starlette:

@@ -5,15 +5,12 @@ properties; Vary; and the ETag/304 round trip with ``HTTPCacheMiddleware`` stack
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gzip
 import json
 import os
-import socket
 import threading
-import time
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,8 +18,8 @@ from typing import Any
 import brotli
 import httpx
 import pytest
-import uvicorn
 import zstandard
+from asgi_server import serve
 from hypothesis import given
 from hypothesis import strategies as st
 from starlette.applications import Starlette
@@ -594,27 +591,6 @@ async def test_wrong_order_still_revalidates_but_compresses_before_the_304() -> 
 
 
 # --- a real server -----------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def serve(app: Any) -> Iterator[httpx.Client]:
-    """``app`` under uvicorn in a thread on a free loopback port; yields a client for it."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="critical", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}") as client:
-            yield client
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 def test_under_uvicorn_every_coding_decodes_and_304_works() -> None:

@@ -5,18 +5,15 @@ invalidation shared with the data cache, and a Redis outage."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 import redis
-import uvicorn
+from asgi_server import serve
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -622,27 +619,6 @@ async def test_corrupt_entry_is_a_miss_not_a_crash(cache: Cache, redis_url: str)
 
 
 # -- a real server ------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def serve(app: Any) -> Iterator[httpx.Client]:
-    """``app`` under uvicorn in a thread on a free loopback port; yields a client for it."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="critical", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}") as client:
-            yield client
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 def test_under_uvicorn_users_stay_apart_and_hits_skip_the_handler(redis_url: str) -> None:
