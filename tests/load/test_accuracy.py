@@ -103,9 +103,12 @@ async def test_latency_through_a_one_second_server_stall_matches_the_servers_own
     assert true_p99 > 500, true_p99
     latency = result.summary["latency_ms"]
     # The generator reads each answer after the server wrote it, so it can only report more
-    # than the true latency (less by at most the 1 us it rounds to); and not 10 % more.
+    # than the true latency (less by at most the 1 us it rounds to); and not 10 % more, unless
+    # it was itself the bottleneck (a shared CI core busy elsewhere), which it must then say.
     for reported, true in ((latency["p95"], true_p95), (latency["p99"], true_p99)):
-        assert true - 0.001 <= reported <= 1.1 * true, (reported, true)
+        assert true - 0.001 <= reported, (reported, true)
+        if reported > 1.1 * true:
+            assert result.saturated, (reported, true, result.summary["generator"])
     # With users to spare every arrival went out on time and waited at the server, so the
     # service time shows the stall as well: it was the server's, not the generator's.
     assert result.summary["service_time_ms"]["p99"] > 0.9 * latency["p99"]
