@@ -1,8 +1,9 @@
 """The load ``redline demo`` puts on the app: the seven user scenarios of the two platforms.
 
 The seeds' load tests modelled users who browse the dashboard, list and filter capital calls,
-open one, search, create calls, update their status, and run workflows. Each is a scenario
-here, with a share of the users:
+open one, search, create calls, update their status, and run workflows. Each is a flow here,
+with a share of the iterations (each user draws its next flow by these shares, so the mix of
+requests is the same in every step, whatever each flow costs):
 
 ==================  =====  ====================================================================
 scenario            share  one iteration
@@ -71,7 +72,6 @@ SHARES = {
     "update-status": 5,
     "run-workflow": 4,
 }
-WRITERS = frozenset({"create-call", "update-status", "run-workflow"})
 # The status update-status moves a call to: each one CALL_TRANSITIONS allows.
 NEXT_STATUS = {"draft": "issued", "issued": "overdue", "overdue": "paid"}
 PASSWORD = "redline-demo"
@@ -138,11 +138,15 @@ def _user(vu: VU, data: Mapping[str, Any], scenario: str) -> _User:
 
 
 async def _login(vu: VU, user: _User) -> bool:
+    """Authenticate this iteration's requests (a writer's); readers stay anonymous."""
     if "Authorization" in vu.headers:
         return True
     tokens = user.data.get("tokens")
-    if tokens:
-        vu.headers["Authorization"] = f"Bearer {tokens[vu.number % len(tokens)]}"
+    token = vu.vars.get("token")
+    if token is None and tokens:
+        token = vu.vars["token"] = tokens[vu.number % len(tokens)]
+    if token is not None:
+        vu.headers["Authorization"] = f"Bearer {token}"
         return True
     emails = user.data["emails"]
     if not emails:
@@ -153,7 +157,8 @@ async def _login(vu: VU, user: _User) -> bool:
     )
     if not vu.check(response, status=200, name="login"):
         return False
-    vu.headers["Authorization"] = f"Bearer {response.json()['token']}"
+    token = vu.vars["token"] = response.json()["token"]
+    vu.headers["Authorization"] = f"Bearer {token}"
     return True
 
 
@@ -265,24 +270,6 @@ def scenarios(data: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def split_users(total: int) -> dict[str, int]:
-    """``total`` users shared out by SHARES, at least one each, summing to ``total``."""
-    names = list(SHARES)
-    if total < len(names):
-        raise ValueError(f"the mix needs at least {len(names)} users, one per scenario")
-    weight = sum(SHARES.values())
-    counts = {name: max(1, total * SHARES[name] // weight) for name in names}
-    # Hand what rounding left over to the biggest shares first.
-    for name in sorted(names, key=lambda n: -SHARES[n]):
-        if sum(counts.values()) >= total:
-            break
-        counts[name] += 1
-    while sum(counts.values()) > total:
-        biggest = max(names, key=lambda n: counts[n])
-        counts[biggest] -= 1
-    return counts
-
-
 def _thinking(flow: Any, low: float, high: float) -> Any:
     async def with_think_time(vu: VU) -> None:
         if vu.iteration == 0:
@@ -293,24 +280,40 @@ def _thinking(flow: Any, low: float, high: float) -> Any:
     return with_think_time
 
 
+def mixed(data: Mapping[str, Any]) -> Any:
+    """One iteration of the mix: a scenario drawn by its share, by the user's own generator.
+
+    Drawing per iteration keeps the request mix the same whatever each scenario costs: with a
+    fixed set of users per scenario and no think time, the fast (cached) scenarios would loop
+    more often and crowd out the slow ones, flattering every cache.
+    """
+    flows = scenarios(data)
+    names = list(SHARES)
+    weights = [SHARES[name] for name in names]
+
+    async def mix(vu: VU) -> None:
+        user = _user(vu, data, "mix")
+        vu.headers.pop("Authorization", None)  # writers authenticate their own iterations
+        await flows[user.rng.choices(names, weights)[0]](vu)
+
+    return mix
+
+
 def plan(
     step: Any, data: Mapping[str, Any], *, duration: float, vus: int, ramp: float = 0.0
 ) -> Plan:
     """The mix for one step: ``vus`` users for ``duration`` seconds, thinking in ``users``;
     with ``ramp``, the users arrive evenly over that many seconds first, then stay."""
-    flows = scenarios(data)
-    users = split_users(vus)
+    if vus < 1:
+        raise ValueError("the mix needs at least one user")
     think = bool(getattr(step, "users", False))
-
-    def executor(count: int) -> Any:
-        if ramp <= 0:
-            return ConstantVUs(count, duration)
-        return RampingVUs(stages=(Stage(ramp, count), Stage(duration, count)), graceful_ramp_down=0)
-
+    flow = mixed(data)
+    executor: Any = (
+        ConstantVUs(vus, duration)
+        if ramp <= 0
+        else RampingVUs(stages=(Stage(ramp, vus), Stage(duration, vus)), graceful_ramp_down=0)
+    )
     return Plan(
-        scenarios=tuple(
-            Scenario(name, executor(users[name]), _thinking(flow, 2.0, 6.0) if think else flow)
-            for name, flow in flows.items()
-        ),
+        scenarios=(Scenario("mix", executor, _thinking(flow, 2.0, 6.0) if think else flow),),
         source=f"redline demo ({getattr(step, 'name', step)})",
     )

@@ -488,10 +488,8 @@ def _measure(
     with AppProcess(svc, step.settings(), log) as app:
         if "tokens" not in data:
             # Sessions live in the database, so one login per user serves every step.
-            split = _mix.split_users(max(options.vus, options.users))
-            writers = sum(n for name, n in split.items() if name in _mix.WRITERS)
             data["tokens"] = asyncio.run(
-                _mix.log_in(app.url, data["emails"], min(LOGINS, len(data["emails"]), writers))
+                _mix.log_in(app.url, data["emails"], min(LOGINS, len(data["emails"])))
             )
         if options.warmup > 0:
             warm = _mix.plan(step, data, duration=options.warmup, vus=min(options.vus, 8))
