@@ -61,6 +61,23 @@ def find_redis_server(binary: str | None = None) -> str:
     )
 
 
+def _wait_until_up(server: Any, program: object, unready: str, error: type[Exception]) -> None:
+    """Wait for ``server.ping()`` once its process is started; if the process exits or the
+    startup timeout passes, stop it and raise ``error`` with the end of its log."""
+    deadline = time.monotonic() + server.timeout
+    while not server.ping(timeout=0.2):
+        code = server._process.poll()
+        if code is not None or time.monotonic() > deadline:
+            tail = server._log_tail()
+            server.stop()
+            what = f"exited with code {code}" if code is not None else unready
+            raise error(
+                f"{program} on {server.host}:{server._port} {what} (startup timeout "
+                f"{server.timeout}s). Last lines of its log:\n{tail}"
+            )
+        time.sleep(0.02)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
@@ -154,18 +171,7 @@ class RedisServer:
         ]
         with open(self._dir / "redis.log", "ab") as log:
             self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + self.timeout
-        while not self.ping(timeout=0.2):
-            code = self._process.poll()
-            if code is not None or time.monotonic() > deadline:
-                tail = self._log_tail()
-                self.stop()
-                what = f"exited with code {code}" if code is not None else "did not answer PING"
-                raise RedisServerError(
-                    f"{self.binary} on {self.host}:{self._port} {what} (startup timeout "
-                    f"{self.timeout}s). Last lines of its log:\n{tail}"
-                )
-            time.sleep(0.02)
+        _wait_until_up(self, self.binary, "did not answer PING", RedisServerError)
 
     def ping(self, timeout: float = 1.0) -> bool:
         """Return True if the server answers PING within `timeout` seconds."""
@@ -554,18 +560,9 @@ class PostgresServer(_ChildServer):
                 env=_pg_env(),
                 **self._as_server_user(),
             )
-        deadline = time.monotonic() + self.timeout
-        while not self.ping(timeout=0.2):
-            code = self._process.poll()
-            if code is not None or time.monotonic() > deadline:
-                tail = self._log_tail()
-                self.stop()
-                what = f"exited with code {code}" if code is not None else "did not accept logins"
-                raise PostgresServerError(
-                    f"{self.bin_dir / 'postgres'} on {self.host}:{self._port} {what} (startup "
-                    f"timeout {self.timeout}s). Last lines of its log:\n{tail}"
-                )
-            time.sleep(0.02)
+        _wait_until_up(
+            self, self.bin_dir / "postgres", "did not accept logins", PostgresServerError
+        )
         if fresh and self.extensions:
             try:
                 self._create_extensions()
@@ -1001,18 +998,7 @@ class VarnishServer(_ChildServer):
                 cwd=self._dir,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + self.timeout
-        while not self.ping(timeout=0.2):
-            code = self._process.poll()
-            if code is not None or time.monotonic() > deadline:
-                tail = self._log_tail()
-                self.stop()
-                what = f"exited with code {code}" if code is not None else "did not answer HTTP"
-                raise VarnishServerError(
-                    f"{self.binary} on {self.host}:{self._port} {what} (startup timeout "
-                    f"{self.timeout}s). Last lines of its log:\n{tail}"
-                )
-            time.sleep(0.02)
+        _wait_until_up(self, self.binary, "did not answer HTTP", VarnishServerError)
 
     def ping(self, timeout: float = 1.0) -> bool:
         """Return True if Varnish answers an HTTP request within `timeout` seconds."""
