@@ -384,8 +384,8 @@ async def test_a_readers_tag_clock_stays_bounded_while_another_cache_invalidates
     # Messages arrive in order: once the sentinel's is handled, so are the 20k tags'.
     await invalidator.set("sentinel", 2)
     await flavour.eventually(
-        lambda: "sentinel" not in reader.l1.data, timeout=HOLD * 3
-    )  # 20k messages on a busy CI core
+        lambda: "sentinel" not in reader.l1.data, timeout=HOLD * 8
+    )  # 20k messages on a busy shared CI core: seconds, not a bound on the cache
 
     # A trickle of invalidations goes on, as in production, while the old times age out.
     deadline = time.monotonic() + 3.0

@@ -140,7 +140,8 @@ async def test_arrivals_held_up_by_a_blocked_generator_count_the_wait_as_latency
     for reported, true in ((latency["p95"], true_p95), (latency["p99"], true_p99)):
         assert true - 0.001 <= reported <= 1.1 * true, (reported, true)
     # The server answered each at once: the wait was before the send, outside service time.
-    assert result.summary["service_time_ms"]["p99"] < 0.1 * latency["p99"]
+    # (A quarter of it leaves room for a busy shared core; the 0.4 s wait would be all of it.)
+    assert result.summary["service_time_ms"]["p99"] < 0.25 * latency["p99"]
     assert result.saturated is True
 
 
