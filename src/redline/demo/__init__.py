@@ -25,6 +25,7 @@ from redline.demo._caching import (
     invalidate_dashboard,
     invalidate_user,
     invalidate_workflow,
+    invalidate_workflow_runs,
 )
 from redline.demo._errors import DemoConfigError, DemoError, SchemaError
 from redline.demo._migrate import (
@@ -75,6 +76,7 @@ __all__ = [
     "invalidate_dashboard",
     "invalidate_user",
     "invalidate_workflow",
+    "invalidate_workflow_runs",
     "refresh_dashboard",
     "scaled_counts",
     "seed",

@@ -9,7 +9,8 @@ is at a revision the settings can run on, instruments the engine and the cache w
 
 Middleware, outermost first::
 
-    MetricsMiddleware            (metrics=True; excludes /metrics and /_redline)
+    MetricsMiddleware            (metrics=True; excludes /metrics and /_redline; with
+                                  metrics_dir, /metrics merges every worker's metrics)
       HTTPCacheMiddleware        (http_cache=True; policies, ETags and 304s, the response
                                   cache: inside the metrics, so that 304s and response-cache
                                   hits are counted and timed; see ``_http``)
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
@@ -79,6 +81,12 @@ def create_app(settings: Settings) -> FastAPI:
         raise TypeError(f"create_app(settings): give a redline.demo.Settings, not {settings!r}")
     registry = settings.registry if settings.registry is not None else monitor.Registry()
     dashboard_app = monitor.DashboardApp(registry) if settings.metrics else None
+    # Several workers: each writes its metrics to the shared directory, /metrics merges them.
+    shared = (
+        monitor.SnapshotDirectory(settings.metrics_dir, registry=registry, interval=0.5)
+        if settings.metrics and settings.metrics_dir
+        else None
+    )
     cache = build_cache(
         settings.cache, redis_url=settings.redis_url, namespace=settings.cache_namespace
     )
@@ -116,6 +124,9 @@ def create_app(settings: Settings) -> FastAPI:
                     metrics = monitor.instrument_cache(cache, name="demo", registry=registry)
                     instruments.append(_Removal(metrics, "demo"))
             app.state.demo = DemoState(settings, engine, cache, revision)
+            if shared is not None:
+                shared.start()
+                instruments.append(shared)
             if settings.dashboard_source == "matview" and settings.refresh_interval > 0:
                 refresher = DashboardRefresher(
                     engine,
@@ -159,9 +170,10 @@ def create_app(settings: Settings) -> FastAPI:
             None if isinstance(cache, NoCache) else cache,
             SESSION_COOKIE,
             settings.dashboard_source,
+            settings.search_lag,
         )
     if settings.metrics:
-        app.add_route(METRICS_PATH, monitor.MetricsApp(registry))
+        app.add_route(METRICS_PATH, monitor.MetricsApp(registry if shared is None else shared))
         app.mount(DASHBOARD_PATH, dashboard_app)
         app.add_middleware(
             monitor.MetricsMiddleware, registry=registry, exclude=(METRICS_PATH, DASHBOARD_PATH)
@@ -184,12 +196,13 @@ async def health(state: State) -> JSONResponse:
     """200 when the database answers; 503 (with what failed) when it does not."""
     body = {
         "status": "ok",
+        "pid": os.getpid(),
         "revision": state.revision,
         "cache": state.settings.cache,
         "dashboard_source": state.settings.dashboard_source,
     }
     try:
-        async with state.engine.connect() as connection:
+        async with state.reader.connect() as connection:
             await connection.scalar(text("SELECT 1"))
     except (sa_exc.SQLAlchemyError, OSError) as exc:
         _log.warning("Health check: the database does not answer: %s", exc)

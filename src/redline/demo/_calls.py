@@ -79,7 +79,7 @@ async def list_funds(
         where.add("currency = :currency", currency=currency)
         where.add("vintage_year = :vintage", vintage=vintage_year)
         return await page_body(
-            state.engine,
+            state.reader,
             FundPage,
             "SELECT id, name, vintage_year, currency, target_size FROM funds "
             f"WHERE {where} ORDER BY id",
@@ -116,7 +116,7 @@ async def get_fund(state: State, fund_id: int):
     """One fund, with its commitments and its calls' totals per status."""
 
     async def load() -> bytes:
-        async with state.engine.connect() as connection:
+        async with state.reader.connect() as connection:
             rows = await fetch_rows(
                 connection,
                 """
@@ -163,7 +163,7 @@ async def list_calls(
         where.add("c.due_date >= :due_from", due_from=due_from)
         where.add("c.due_date <= :due_to", due_to=due_to)
         return await page_body(
-            state.engine,
+            state.reader,
             CallPage,
             f"SELECT {_CALL_COLUMNS} {_CALL_TABLES} WHERE {where} ORDER BY c.due_date, c.id",
             where.params,
@@ -188,6 +188,9 @@ async def search_calls(
 
     ``ILIKE '%q%'`` finds substrings anywhere in a name; revision ``"indexes"`` adds GIN
     trigram indexes on both names, which serve it (hence the 3-character minimum).
+
+    Results may lag writes by up to ``Settings.search_lag`` seconds (10), as a search index's
+    refresh interval does: they are cached that long and no write path invalidates them.
     """
     needle = q.strip().lower()
     if len(needle) < 3:
@@ -196,7 +199,7 @@ async def search_calls(
 
     async def load() -> bytes:
         return await page_body(
-            state.engine,
+            state.reader,
             CallPage,
             f"""
             SELECT {_CALL_COLUMNS} {_CALL_TABLES}
@@ -209,7 +212,10 @@ async def search_calls(
             offset,
         )
 
-    return await state.cached(f"calls:search:{limit}:{offset}:{needle}", load, "calls")
+    # Not invalidated by writes: a search may lag them by up to ``search_lag`` seconds.
+    return await state.cached(
+        f"calls:search:{limit}:{offset}:{needle}", load, "search", ttl=state.settings.search_lag
+    )
 
 
 async def _call_detail(connection: AsyncConnection, call_id: int) -> CallDetail:
@@ -235,7 +241,7 @@ async def get_call(state: State, call_id: int):
     """One call, with what has been paid on it."""
 
     async def load() -> bytes:
-        async with state.engine.connect() as connection:
+        async with state.reader.connect() as connection:
             return json_body(await _call_detail(connection, call_id))
 
     return await state.cached(f"call:{call_id}", load, f"call:{call_id}")
@@ -349,7 +355,7 @@ async def list_payments(state: State, call_id: int):
     """The payments made on one call, oldest first."""
 
     async def load() -> bytes:
-        async with state.engine.connect() as connection:
+        async with state.reader.connect() as connection:
             exists = await connection.scalar(
                 text("SELECT EXISTS (SELECT 1 FROM capital_calls WHERE id = :call)"),
                 {"call": call_id},

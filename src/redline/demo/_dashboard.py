@@ -94,7 +94,7 @@ async def dashboard(state: State, fund_id: Annotated[int | None, Query(ge=1)] = 
     source = state.settings.dashboard_source
 
     async def load() -> bytes:
-        async with state.engine.connect() as connection:
+        async with state.reader.connect() as connection:
             result = await connection.execute(text(_sql(source, fund_id)), {"fund": fund_id})
             rows = list(result.mappings())
         return json_body(build(source, fund_id, rows))

@@ -1,13 +1,14 @@
 """HTTP caching for the demo (``Settings.http_cache``): which route may be cached where.
 
-Every read of public data (funds, capital calls, searches, the dashboard, workflows, the
-retry queue) is ``public, max-age=0, s-maxage=60``: browsers keep a copy but revalidate it on
+Every read of public data (funds, capital calls, the dashboard, workflows, the retry queue)
+is ``public, max-age=0, s-maxage=60``: browsers keep a copy but revalidate it on
 every use (``If-None-Match``, answered 304 from the response cache without the handler), and
 shared caches (the response cache, a CDN) keep it for a minute at most. Each response carries
 the same tags as the data it was built from (the ``_caching`` table), as surrogate keys and in
 the response cache, which shares the data cache: the write paths' ``invalidate_*`` helpers
 therefore drop cached responses in the same call that drops cached rows, and a read after a
-write never sees the old value.
+write never sees the old value. Searches are the exception their route states: ``s-maxage``
+is ``Settings.search_lag`` (10 s), tagged ``search``, which no write invalidates.
 
 A call list or a live dashboard filtered by ``fund_id`` is tagged with that fund, like its
 data entry (a dashboard from the materialized view only with ``dashboards``, which its refresh
@@ -35,8 +36,8 @@ SHARED_SECONDS = 60
 MAX_FUND_POLICIES = 10_000
 
 
-def public(*tags: str) -> CachePolicy:
-    return CachePolicy(visibility="public", max_age=0, s_maxage=SHARED_SECONDS, tags=tags)
+def public(*tags: str, shared: int = SHARED_SECONDS) -> CachePolicy:
+    return CachePolicy(visibility="public", max_age=0, s_maxage=shared, tags=tags)
 
 
 PRIVATE = CachePolicy(visibility="private", no_cache=True)
@@ -45,13 +46,12 @@ PRIVATE = CachePolicy(visibility="private", no_cache=True)
 _STATIC: dict[str, CachePolicy] = {
     "list_funds": public("funds"),
     "get_fund": public("fund:{fund_id}"),
-    "search_calls": public("calls"),
     "get_call": public("call:{call_id}"),
     "list_payments": public("call:{call_id}"),
     "list_workflows": public("workflows"),
     "get_workflow": public("workflow:{workflow_id}"),
-    "list_executions": public("workflow:{workflow_id}"),
-    "list_retries": public("workflows"),
+    "list_executions": public("workflow:{workflow_id}:runs"),
+    "list_retries": public("retries"),
     "me": PRIVATE,
 }
 _BY_FUND: dict[str, Callable[[str, int | None], tuple[str, ...]]] = {
@@ -74,8 +74,10 @@ def _fund_id(scope: Scope) -> int | None:
 class DemoPolicies:
     """The ``policies`` callable of the demo's HTTPCacheMiddleware."""
 
-    def __init__(self, dashboard_source: str = "live") -> None:
+    def __init__(self, dashboard_source: str = "live", search_lag: int = 10) -> None:
         self.dashboard_source = dashboard_source
+        # Searches state their lag instead of being invalidated (see search_calls).
+        self._static = {**_STATIC, "search_calls": public("search", shared=search_lag)}
         self._by_fund: dict[tuple[str, int | None], CachePolicy] = {}
 
     def __call__(self, scope: Scope) -> CachePolicy | None:
@@ -83,7 +85,7 @@ class DemoPolicies:
         name = getattr(endpoint, "__name__", None)
         if name is None:
             return None
-        policy = _STATIC.get(name)
+        policy = self._static.get(name)
         if policy is not None:
             return policy
         tags_of = _BY_FUND.get(name)
@@ -100,7 +102,11 @@ class DemoPolicies:
 
 
 def add_http_cache(
-    app: Any, cache: Any | None, session_cookie: str, dashboard_source: str = "live"
+    app: Any,
+    cache: Any | None,
+    session_cookie: str,
+    dashboard_source: str = "live",
+    search_lag: int = 10,
 ) -> None:
     """Add HTTPCacheMiddleware to ``app``; with a redline ``Cache``, also the response cache.
 
@@ -108,7 +114,7 @@ def add_http_cache(
     do not keep anonymous readers out of the shared cache.
     """
     options: dict[str, Any] = {
-        "policies": DemoPolicies(dashboard_source),
+        "policies": DemoPolicies(dashboard_source, search_lag),
         "session_cookies": (session_cookie,),
     }
     if cache is not None:

@@ -2,11 +2,13 @@
 
 Every app process runs a ``DashboardRefresher``; each tick it takes a transaction-scoped
 advisory lock with ``pg_try_advisory_xact_lock`` and, only if it got it, runs
-``REFRESH MATERIALIZED VIEW CONCURRENTLY dashboard_monthly``. With four workers the view
-is therefore refreshed once per interval, not four times, and a worker that finds the lock
-taken skips the tick instead of queueing behind it. The lock ends with the transaction, so a
-crashed refresher cannot hold it. ``CONCURRENTLY`` keeps the view readable while it is
-rebuilt (it needs the view's unique index, from revision ``"dashboard_view"``).
+``REFRESH MATERIALIZED VIEW CONCURRENTLY dashboard_monthly``. Ticks fall on multiples of the
+interval by the wall clock, so the workers of a service try at the same moment: one takes
+the lock and refreshes, the others find it taken and skip the tick instead of queueing
+behind it, and the view is refreshed about once per interval, not once per worker. The lock
+ends with the transaction, so a crashed refresher cannot hold it. ``CONCURRENTLY`` keeps the
+view readable while it is rebuilt (it needs the view's unique index, from revision
+``"dashboard_view"``).
 
 A failed refresh (database restarting, statement timeout) is logged and retried next tick: a
 stale dashboard is better than a refresher that dies and leaves it stale forever.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from sqlalchemy import text
@@ -80,7 +83,8 @@ class DashboardRefresher:
         return self._task is not None and not self._task.done()
 
     def start(self) -> DashboardRefresher:
-        """Begin refreshing in the running event loop; the first refresh is one interval away."""
+        """Begin refreshing in the running event loop; the first refresh is at most one
+        interval away."""
         if self.running:
             raise RuntimeError("DashboardRefresher is already running")
         self._task = asyncio.get_running_loop().create_task(self._run(), name="dashboard-refresh")
@@ -114,5 +118,7 @@ class DashboardRefresher:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self.interval)
+            # Ticks fall on multiples of the interval of the wall clock, so the workers of
+            # a service try at the same moments and the lock lets one of them through.
+            await asyncio.sleep(self.interval - time.time() % self.interval)
             await self.tick()

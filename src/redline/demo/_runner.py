@@ -37,6 +37,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -116,7 +117,14 @@ STEPS: tuple[Step, ...] = (
 STEP_NAMES = tuple(step.name for step in STEPS)
 REVISION_ORDER = ("baseline", "indexes", "dashboard_view")
 LOGINS = 40  # sessions shared by the writing users
+SNAPSHOT_WAIT_S = 0.8  # > the workers' metrics snapshot interval (0.5 s)
 USERS_RAMP_S = 5.0  # the users step: arrivals spread over this, then the hold is measured
+
+
+def default_workers() -> int:
+    """One app worker per core, at most 4: the database, Redis and the load generator
+    share the machine."""
+    return max(1, min(os.cpu_count() or 1, 4))
 
 
 @dataclass
@@ -126,6 +134,7 @@ class Options:
     warmup: float = 2.0
     vus: int = 32
     users: int = 1000
+    workers: int = field(default_factory=lambda: default_workers())
     only: tuple[str, ...] = ()
     out: Path = Path("redline-demo")
     keep: bool = False
@@ -171,12 +180,16 @@ def _free_port() -> int:
 class AppProcess:
     """The reference app under uvicorn in a child process, with one configuration's settings."""
 
-    def __init__(self, services: Services, settings: Mapping[str, Any], log: Path) -> None:
+    def __init__(
+        self, services: Services, settings: Mapping[str, Any], log: Path, workers: int = 1
+    ) -> None:
         self.services = services
         self.settings = dict(settings)
         self.log = log
+        self.workers = workers
         self.port = _free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        self._metrics_dir: tempfile.TemporaryDirectory[str] | None = None
 
     @property
     def url(self) -> str:
@@ -184,16 +197,20 @@ class AppProcess:
 
     def __enter__(self) -> AppProcess:
         env = dict(os.environ)
-        env["REDLINE_DEMO_SETTINGS"] = json.dumps(
-            {
-                **self.settings,
-                "database_url": self.services.database_url,
-                "redis_url": self.services.redis_url,
-            }
-        )
+        settings = {
+            **self.settings,
+            "database_url": self.services.database_url,
+            "redis_url": self.services.redis_url,
+        }
+        if self.workers > 1:
+            # The workers' metrics snapshots, merged by /metrics; this run's alone.
+            self._metrics_dir = tempfile.TemporaryDirectory(prefix="redline-demo-metrics-")
+            settings["metrics_dir"] = self._metrics_dir.name
+        env["REDLINE_DEMO_SETTINGS"] = json.dumps(settings)
+        command = [sys.executable, "-m", "redline.demo._serve", "--port", str(self.port)]
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "redline.demo._serve", "--port", str(self.port)],
+                [*command, "--workers", str(self.workers)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -211,8 +228,10 @@ class AppProcess:
         self.stop()
 
     def _wait_healthy(self, timeout: float) -> None:
+        """Until every worker has answered ``/health`` (each says its pid)."""
         assert self.process is not None
         deadline = time.monotonic() + timeout
+        answered: set[int] = set()
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise DemoRunError(
@@ -220,30 +239,45 @@ class AppProcess:
                     f"its log:\n{_tail(self.log)}"
                 )
             with (
-                contextlib.suppress(OSError, urllib.error.URLError),
+                contextlib.suppress(OSError, urllib.error.URLError, ValueError),
                 urllib.request.urlopen(f"{self.url}/health", timeout=2) as response,
             ):
                 if response.status == 200:
-                    return
+                    answered.add(json.loads(response.read())["pid"])
+                    if len(answered) >= self.workers:
+                        return
+                    continue  # a new connection may reach another worker
             time.sleep(0.1)
         raise DemoRunError(
-            f"the app did not answer /health within {timeout:.0f}s:\n{_tail(self.log)}"
+            f"{len(answered)} of the app's {self.workers} workers answered /health within "
+            f"{timeout:.0f}s:\n{_tail(self.log)}"
         )
 
     def metrics(self) -> str:
+        """The app's ``/metrics``; with several workers, after their next snapshots, so
+        that it counts every request answered so far."""
+        if self.workers > 1:
+            time.sleep(SNAPSHOT_WAIT_S)
         with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as response:
             return response.read().decode()
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
         try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            if process is None or process.poll() is not None:
+                return
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                # The supervisor and its workers: the whole session.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        finally:
+            if self._metrics_dir is not None:
+                self._metrics_dir.cleanup()
+                self._metrics_dir = None
 
 
 class DemoRunError(RuntimeError):
@@ -485,14 +519,16 @@ def _measure(
 
     log = options.out / f"app-{step.name}.log"
     log.unlink(missing_ok=True)
-    with AppProcess(svc, step.settings(), log) as app:
+    with AppProcess(svc, step.settings(), log, options.workers) as app:
         if "tokens" not in data:
             # Sessions live in the database, so one login per user serves every step.
             data["tokens"] = asyncio.run(
                 _mix.log_in(app.url, data["emails"], min(LOGINS, len(data["emails"])))
             )
         if options.warmup > 0:
-            warm = _mix.plan(step, data, duration=options.warmup, vus=min(options.vus, 8))
+            # The throughput mix (no think time) with the step's users: every step, the
+            # users step too, starts measuring on a process that has served its share.
+            warm = _mix.plan("warm-up", data, duration=options.warmup, vus=options.vus)
             asyncio.run(load_run(warm, app.url))
         before = app.metrics()
         blocks_before = asyncio.run(index_blocks(svc.database_url))
@@ -554,6 +590,7 @@ def _environment(
         "duration_s": options.duration,
         "vus": options.vus,
         "users": options.users,
+        "workers": options.workers,
         "rows": sum(v for v in seeded.values() if isinstance(v, int)),
         "elapsed_s": round(elapsed, 1),
         "started": list(svc.started),
@@ -566,7 +603,7 @@ def _keep(options: Options, svc: Services, console: Console) -> None:
     """Leave the full configuration up until Ctrl-C, printing where everything is; Ctrl-C
     here is the expected end, so the exit status stays the targets' verdict."""
     full = next(step for step in STEPS if step.name == FULL)
-    with AppProcess(svc, full.settings(), options.out / "app-keep.log") as app:
+    with AppProcess(svc, full.settings(), options.out / "app-keep.log", options.workers) as app:
         console.print(f"app:        {app.url}  (full configuration)")
         console.print(f"dashboard:  {app.url}/_redline/")
         console.print(f"metrics:    {app.url}/metrics")

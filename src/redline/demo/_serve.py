@@ -1,10 +1,15 @@
-"""The app process of ``redline demo``: ``python -m redline.demo._serve --port N``.
+"""The app process of ``redline demo``: ``python -m redline.demo._serve --port N [--workers W]``.
 
 The settings come as JSON in ``REDLINE_DEMO_SETTINGS`` (written by the runner): the URLs and
-the layers of one configuration. The app runs under uvicorn on uvloop and httptools, one
-worker, no access log, with metrics on (the runner reads ``/metrics`` before and after each
-load run). On SIGTERM uvicorn stops taking requests, the dashboard's event streams are ended
-first so that they do not hold the shutdown up, and the lifespan closes the engine and cache.
+the layers of one configuration. The app runs under uvicorn on uvloop and httptools, no
+access log, with metrics on (the runner reads ``/metrics`` before and after each load run).
+
+One worker runs in this process: on SIGTERM uvicorn stops taking requests, the dashboard's
+event streams are ended first so that they do not hold the shutdown up, and the lifespan
+closes the engine and cache. Several workers (``--workers``, one per core) are uvicorn's
+supervisor over spawned processes sharing the listening socket, each building the app from
+the same settings (``app_from_env``); they share the L2 cache and the metrics directory the
+settings name, so ``/metrics`` in any of them counts them all.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import os
 from typing import Any
 
 SETTINGS_ENV = "REDLINE_DEMO_SETTINGS"
+_OPTIONAL = ("pool_size", "max_overflow", "cache_ttl", "search_lag", "metrics_dir")
 
 
 def settings_from_env() -> Any:
@@ -28,23 +34,50 @@ def settings_from_env() -> Any:
         dashboard_source=raw.get("dashboard_source", "live"),
         http_cache=bool(raw.get("http_cache", False)),
         metrics=True,
-        pool_size=int(raw.get("pool_size", 10)),
-        max_overflow=int(raw.get("max_overflow", 10)),
         secure_cookies=False,  # plain HTTP on loopback
+        **{name: raw[name] for name in _OPTIONAL if raw.get(name) is not None},
     )
+
+
+def app_from_env() -> Any:
+    """The app of one worker process (uvicorn's ``factory``)."""
+    from redline.demo import create_app
+
+    return create_app(settings_from_env())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
 
     import uvicorn
 
-    from redline.demo import create_app
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_level": "warning",
+        "access_log": False,
+        "backlog": 4096,
+        "timeout_keep_alive": 60,
+    }
+    if args.workers > 1:
+        # Open dashboard streams are cut after this on shutdown: the supervisor's workers
+        # run uvicorn's own Server, which does not close them first.
+        uvicorn.run(
+            "redline.demo._serve:app_from_env",
+            factory=True,
+            workers=args.workers,
+            timeout_graceful_shutdown=5,
+            **options,
+        )
+        return
 
-    app = create_app(settings_from_env())
+    app = app_from_env()
 
     class Server(uvicorn.Server):
         async def shutdown(self, sockets: Any = None) -> None:
@@ -52,18 +85,7 @@ def main() -> None:
                 app.state.dashboard.close()
             await super().shutdown(sockets)
 
-    config = uvicorn.Config(
-        app,
-        host=args.host,
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        access_log=False,
-        backlog=4096,
-        timeout_keep_alive=60,
-    )
-    Server(config).run()
+    Server(uvicorn.Config(app, **options)).run()
 
 
 if __name__ == "__main__":

@@ -44,15 +44,24 @@ class Settings:
     ``redis_url``               ``None``        Redis URL; required by ``cache="l1+l2"``
     ``http_cache``              ``False``       HTTP caching: policies, ETags, response cache
     ``metrics``                 ``False``       metrics middleware, ``/metrics``, dashboard
-    ``pool_size``               ``10``          connections kept open by the engine
-    ``max_overflow``            ``10``          extra connections under bursts
+    ``pool_size``               ``20``          connections kept open by the engine
+    ``max_overflow``            ``10``          extra connections under bursts (each opened
+                                                and closed again: keep bursts rare)
     ``pool_timeout``            ``5.0`` s       wait for a free connection, then 503
     ``statement_timeout``       ``5.0`` s       PostgreSQL cancels longer statements
-    ``cache_ttl``               ``60.0`` s      TTL of cached reads (writes invalidate sooner)
+    ``cache_ttl``               ``600.0`` s     TTL of cached reads: a safety net, since every
+                                                write path invalidates what it changes
+    ``search_lag``              ``10`` s        how long a search may miss the latest writes:
+                                                searches are cached that long, and writes do
+                                                not invalidate them (a search index's refresh)
     ``cache_namespace``         ``"demo"``      cache namespace (Redis key part)
     ``refresh_interval``        ``5.0`` s       matview refresh period; 0 turns it off
     ``session_ttl``             ``86400.0`` s   how long a login lasts
     ``secure_cookies``          ``True``        session cookie only over HTTPS
+    ``metrics_dir``             ``None``        with several worker processes: a directory
+                                                they share, so that ``/metrics`` in any of
+                                                them is the merged view of all
+                                                (``monitor.SnapshotDirectory``)
     ``registry``                ``None``        metrics ``Registry``; None = a new one per app
     ==========================  ==============  ================================================
     """
@@ -63,15 +72,17 @@ class Settings:
     redis_url: str | None = None
     http_cache: bool = False
     metrics: bool = False
-    pool_size: int = 10
+    pool_size: int = 20
     max_overflow: int = 10
     pool_timeout: float = 5.0
     statement_timeout: float = 5.0
-    cache_ttl: float = 60.0
+    cache_ttl: float = 600.0
+    search_lag: int = 10
     cache_namespace: str = "demo"
     refresh_interval: float = 5.0
     session_ttl: float = 86_400.0
     secure_cookies: bool = True
+    metrics_dir: str | None = None
     registry: Any = None
 
     def __post_init__(self) -> None:
@@ -97,6 +108,11 @@ class Settings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise DemoConfigError(f"Settings.{name}={value!r}: give a number of seconds > 0")
+        lag = self.search_lag
+        if isinstance(lag, bool) or not isinstance(lag, int) or lag < 1:
+            raise DemoConfigError(
+                f"Settings.search_lag={lag!r}: give a whole number of seconds >= 1"
+            )
         interval = self.refresh_interval
         if isinstance(interval, bool) or not isinstance(interval, int | float) or interval < 0:
             raise DemoConfigError(

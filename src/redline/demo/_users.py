@@ -44,7 +44,7 @@ _HASHING = asyncio.Semaphore(os.cpu_count() or 1)
 @router.post("/auth/login", response_model=LoginOut)
 async def login(state: State, body: Login):
     """Start a session for a correct email and password; 401 otherwise (same for both)."""
-    async with state.engine.connect() as connection:
+    async with state.reader.connect() as connection:
         row = (
             await connection.execute(
                 text("SELECT id, email, name, password_hash FROM users WHERE email = :email"),
@@ -103,7 +103,7 @@ async def logout(state: State, request: Request, user: CurrentUser):
 
 
 async def _me(state: State, user_id: int) -> Me:
-    async with state.engine.connect() as connection:
+    async with state.reader.connect() as connection:
         row = (
             (
                 await connection.execute(

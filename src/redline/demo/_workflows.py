@@ -21,7 +21,7 @@ from fastapi import APIRouter, Query
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from redline.demo._caching import invalidate_workflow
+from redline.demo._caching import invalidate_workflow, invalidate_workflow_runs
 from redline.demo._paging import Limit, Offset, Where, fetch_page, page_body
 from redline.demo._state import (
     CurrentUser,
@@ -104,7 +104,7 @@ async def list_workflows(
         where.add("trigger = :trigger", trigger=trigger)
         where.add("owner_id = :owner", owner=owner_id)
         return await page_body(
-            state.engine,
+            state.reader,
             WorkflowPage,
             f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE {where} ORDER BY id",
             where.params,
@@ -121,7 +121,7 @@ async def get_workflow(state: State, workflow_id: int):
     """One workflow."""
 
     async def load() -> bytes:
-        async with state.engine.connect() as connection:
+        async with state.reader.connect() as connection:
             return json_body(WorkflowOut.model_validate(await _workflow(connection, workflow_id)))
 
     return await state.cached(f"workflow:{workflow_id}", load, f"workflow:{workflow_id}")
@@ -140,7 +140,7 @@ async def list_executions(
     async def load() -> bytes:
         where = Where("workflow_id = :workflow", workflow=workflow_id)
         where.add("status = :status", status=status)
-        async with state.engine.connect() as connection:
+        async with state.reader.connect() as connection:
             await _workflow(connection, workflow_id)
             page = await fetch_page(
                 connection,
@@ -154,7 +154,7 @@ async def list_executions(
         return json_body(page)
 
     key = f"workflow:{workflow_id}:executions:{status}:{limit}:{offset}"
-    return await state.cached(key, load, f"workflow:{workflow_id}")
+    return await state.cached(key, load, f"workflow:{workflow_id}:runs")
 
 
 async def _execute(state: State, workflow: Any, attempt: int) -> ExecutionOut:
@@ -199,7 +199,7 @@ def _backoff(attempts: int) -> dt.timedelta:
 @router.post("/workflows/{workflow_id}/run", response_model=ExecutionOut, status_code=201)
 async def run_workflow(state: State, user: CurrentUser, workflow_id: int):
     """Run the workflow now; a failed run is queued for retry."""
-    async with state.engine.connect() as connection:
+    async with state.reader.connect() as connection:
         workflow = await _workflow(connection, workflow_id)
     execution = await _execute(state, workflow, attempt=1)
     if execution.status == "failed":
@@ -218,7 +218,7 @@ async def run_workflow(state: State, user: CurrentUser, workflow_id: int):
                     "backoff": _backoff(1),
                 },
             )
-    await invalidate_workflow(state.cache, workflow_id)
+    await invalidate_workflow_runs(state.cache, workflow_id)
     return json_response(json_body(execution), 201)
 
 
@@ -236,7 +236,7 @@ async def list_retries(
         where = Where("status = :status", status=status)
         where.add("workflow_id = :workflow", workflow=workflow_id)
         return await page_body(
-            state.engine,
+            state.reader,
             RetryPage,
             f"SELECT {_RETRY_COLUMNS} FROM workflow_retries WHERE {where} "
             "ORDER BY next_attempt_at, id",
@@ -245,7 +245,7 @@ async def list_retries(
             offset,
         )
 
-    return await state.cached(f"retries:{status}:{workflow_id}:{limit}:{offset}", load, "workflows")
+    return await state.cached(f"retries:{status}:{workflow_id}:{limit}:{offset}", load, "retries")
 
 
 @router.post("/retries/{retry_id}/retry", response_model=ExecutionOut, status_code=201)
@@ -297,5 +297,5 @@ async def retry(state: State, user: CurrentUser, retry_id: int):
                     "id": retry_id,
                 },
             )
-    await invalidate_workflow(state.cache, queued["workflow_id"])
+    await invalidate_workflow_runs(state.cache, queued["workflow_id"])
     return json_response(json_body(execution), 201)
