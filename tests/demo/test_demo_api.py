@@ -77,7 +77,8 @@ def holding(me: dict, fund_id: int, field: str) -> Decimal:
 def test_creating_a_call_shows_in_every_read_that_includes_it(
     login, pg_server, demo_url, make_client, cache_mode
 ):
-    client = make_client(demo_url, cache=cache_mode)
+    # Searches state a lag instead of being invalidated: here 1 s.
+    client = make_client(demo_url, cache=cache_mode, search_lag=1)
     user_id, investor_id = investor_user(pg_server, demo_url)
     auth = login(client, user_id)
     fund_id = 1
@@ -114,7 +115,12 @@ def test_creating_a_call_shows_in_every_read_that_includes_it(
     after = {name: client.get(path).json() for name, path in reads.items()}
     for name in ("fund_list", "all_list", "investor_list"):
         assert [item["id"] for item in after[name]["items"]] == [call["id"]], name
-    assert call["id"] in [item["id"] for item in after["search"]["items"]]
+    # Within the search's stated lag (1 s), never later.
+    written = time.monotonic()
+    while call["id"] not in [item["id"] for item in after["search"]["items"]]:
+        assert time.monotonic() - written < 1.5, "the search lagged beyond its stated 1 s"
+        time.sleep(0.1)
+        after["search"] = client.get(reads["search"]).json()
     for name in ("fund", "dashboard", "fund_dashboard"):
         assert total(after[name], "issued") == total(before[name], "issued") + 1, name
         assert total(after[name], "issued", "amount") == total(

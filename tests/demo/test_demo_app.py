@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
@@ -80,6 +82,7 @@ def test_the_matview_source_needs_the_view_revision(pg_url):
 def test_health_reports_the_layers(demo_url, make_client):
     body = make_client(demo_url, cache="l1").get("/health").json()
     assert body == {
+        "pid": os.getpid(),  # the worker that answered (TestClient: this process)
         "status": "ok",
         "database": "ok",
         "revision": "dashboard_view",
@@ -104,6 +107,10 @@ def test_metrics_cover_requests_queries_and_the_cache(demo_url, make_client, cac
         assert 'redline_cache_gets_total{cache="demo"} 4.0' in text
     else:
         assert 'redline_cache_gets_total{cache="demo"} 3.0' in text
+    # The first read ran queries; the next two none, unless there is no cache.
+    cached = 0 if cache_mode == "none" else 2
+    assert f'demo_read_requests_total{{served_by="database"}} {3 - cached}.0' in text
+    assert f'demo_read_requests_total{{served_by="cache"}} {cached}.0' in text
     # /metrics and the dashboard are not counted as traffic.
     assert 'route="/metrics"' not in text
     page = client.get("/_redline/")

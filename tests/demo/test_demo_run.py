@@ -68,8 +68,10 @@ def test_demo_runs_every_step_and_writes_its_report(tmp_path: Path) -> None:
         assert step["endpoints"], step["name"]
     by_name = {step["name"]: step["figures"] for step in summary["steps"]}
     assert by_name["baseline"]["cache_hit_ratio"] is None  # no cache, no lookups
+    assert by_name["baseline"]["reads_from_cache"] is None
     for name in ("l1", "l2", "http"):
         assert 0 < by_name[name]["cache_hit_ratio"] <= 1
+        assert 0 < by_name[name]["reads_from_cache"] <= 1
     assert by_name["users"]["vus"] == 30
     assert len(summary["targets"]) == len(TARGETS)
     assert summary["verdict"] == ("fail" if failed else "pass")

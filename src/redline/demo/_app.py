@@ -11,6 +11,8 @@ Middleware, outermost first::
 
     MetricsMiddleware            (metrics=True; excludes /metrics and /_redline; with
                                   metrics_dir, /metrics merges every worker's metrics)
+      ReadSources                (metrics=True; GETs served by the database or a cache,
+                                  see ``_reads``)
       HTTPCacheMiddleware        (http_cache=True; policies, ETags and 304s, the response
                                   cache: inside the metrics, so that 304s and response-cache
                                   hits are counted and timed; see ``_http``)
@@ -41,6 +43,7 @@ from redline.demo._dsn import asyncpg_url, redact
 from redline.demo._errors import DemoError, SchemaError
 from redline.demo._http import add_http_cache
 from redline.demo._migrate import DASHBOARD_VIEW, REVISIONS, VERSION_TABLE, revision_at_least
+from redline.demo._reads import EngineWatch, ReadSources
 from redline.demo._refresher import DashboardRefresher
 from redline.demo._settings import Settings
 from redline.demo._state import SESSION_COOKIE, DemoState, State
@@ -120,6 +123,7 @@ def create_app(settings: Settings) -> FastAPI:
                 instruments.append(
                     monitor.instrument_engine(engine, name="demo", registry=registry)
                 )
+                instruments.append(EngineWatch(engine))
                 if settings.cache != "none":
                     metrics = monitor.instrument_cache(cache, name="demo", registry=registry)
                     instruments.append(_Removal(metrics, "demo"))
@@ -173,6 +177,10 @@ def create_app(settings: Settings) -> FastAPI:
             settings.search_lag,
         )
     if settings.metrics:
+        # Inside the metrics middleware, around the HTTP cache: its hits count as cache reads.
+        app.add_middleware(
+            ReadSources, registry=registry, exclude=(METRICS_PATH, DASHBOARD_PATH, "/health")
+        )
         app.add_route(METRICS_PATH, monitor.MetricsApp(registry if shared is None else shared))
         app.mount(DASHBOARD_PATH, dashboard_app)
         app.add_middleware(

@@ -38,11 +38,12 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("p99_ms", "p99 ms", "n"),
     ("error_rate", "errors", "%"),
     ("cache_hit_ratio", "cache hits", "%"),
+    ("reads_from_cache", "reads from cache", "%"),
     ("db_ms_per_request", "DB ms/req", "n"),
     ("db_query_p95_ms", "query p95", "n"),
     ("index_hit_ratio", "index hits", "%"),
 )
-TABLE_WIDTH = 140  # wide enough for every column; narrower terminals get it as it is
+TABLE_WIDTH = 160  # wide enough for every column; narrower terminals get it as it is
 
 
 def _cell(value: Any, kind: str) -> str:

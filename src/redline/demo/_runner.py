@@ -336,9 +336,13 @@ def server_figures(before: str, after: str, requests: int) -> dict[str, Any]:
         and dict(labels).get("operation") != "other"
         and value == value
     ]
+    from_cache = delta("demo_read_requests_total", served_by="cache")
+    reads = from_cache + delta("demo_read_requests_total", served_by="database")
     return {
         "cache_gets": int(gets),
         "cache_hit_ratio": hits / gets if gets > 0 else None,
+        # Reads that ran no SQL statement (_reads): what the caches took off the database.
+        "reads_from_cache": from_cache / reads if reads > 0 and gets > 0 else None,
         "db_queries": int(delta("db_queries_total")),
         "db_ms_per_request": db_seconds * 1000 / requests if requests else None,
         "db_query_p95_ms": max(p95) * 1000 if p95 else None,
@@ -573,6 +577,7 @@ def _print_step(run: StepRun, console: Console) -> None:
         f"  {f['rps']:,.0f} req/s, p50 {f['p50_ms']:.3g} ms, p95 {f['p95_ms']:.3g} ms, "
         f"p99 {f['p99_ms']:.3g} ms, errors {f['failed']:,} of {f['requests']:,}"
         + (f", cache hits {f['cache_hit_ratio']:.1%}" if f.get("cache_hit_ratio") else "")
+        + (f", reads from cache {f['reads_from_cache']:.1%}" if f.get("reads_from_cache") else "")
     )
 
 

@@ -114,7 +114,8 @@ TARGETS: tuple[Target, ...] = (
     Target("API p95", FULL, "p95_ms", "<", 200, "ms", "both platforms"),
     Target("API p99", FULL, "p99_ms", "<", 500, "ms", "both platforms"),
     Target("Database query p95", FULL, "db_query_p95_ms", "<", 50, "ms", "both platforms"),
-    Target("Cache hit rate", FULL, "cache_hit_ratio", ">", 0.80, "%", "both platforms"),
+    # Requests, not lookups: with two layers a lookup ratio counts some requests twice (_reads).
+    Target("Cache hit rate", FULL, "reads_from_cache", ">", 0.80, "%", "both platforms"),
     Target("Error rate", FULL, "error_rate", "<", 0.001, "%", "both platforms"),
     Target("Index hit ratio", FULL, "index_hit_ratio", ">", 0.95, "%", "capital-calls platform"),
     Target("Concurrent users held", USERS, "users_held", ">=", 1000, "users", "both platforms"),
