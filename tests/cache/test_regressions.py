@@ -299,6 +299,35 @@ async def test_a_read_in_flight_does_not_put_back_in_l1_a_value_another_cache_re
     assert await a.get("k") == "new"
 
 
+@TRACKED
+async def test_a_read_in_flight_still_fills_l1_when_other_keys_change_meanwhile(
+    flavour, monkeypatch
+):
+    # Under load some key changes at every moment: a change of another key must not keep
+    # this read's value out of L1 (one counter for the whole cache once did, and L1 stayed
+    # nearly empty under concurrent traffic).
+    b = flavour.cache()
+    a = flavour.cache()
+    await a.ready()
+    await b.ready()
+    await b.set("k", "value", tags=["t"])  # a has never read the time of tag "t"
+    await flavour.settle()
+
+    gate = Gate(a, "tag_times", monkeypatch)
+    read = a.in_background("get", "k")
+    await gate.reached(flavour)  # a has read "k" and now asks for the time of "t"
+    await a.set("ours", 1)  # our own write of another key
+    await b.set("theirs", 2)  # and another cache's, whose message reaches a
+    await a.delete("gone")
+    await flavour.settle()
+    gate.open()
+    assert await read == "value"
+
+    before = a.stats()["l1"]["hits"]
+    assert await a.get("k") == "value"
+    assert a.stats()["l1"]["hits"] == before + 1  # served from L1, not Redis
+
+
 # -- timeouts and cancellation -----------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import logging
 import math
 import secrets
@@ -34,6 +35,7 @@ _MISS: Any = object()
 _DEFAULT_L1: Any = object()
 _BATCH = 500
 _SAMPLE = 64  # time one slow-path L1 lookup in this many
+_WRITTEN = 4096  # keys whose last change is remembered (see Cache._touch)
 
 
 class _Abandoned(Exception):
@@ -90,8 +92,16 @@ class SyncCache:
         self._lock_lease = float(lock_lease)
         # Loads this process waits for in other processes, woken by the invalidation stream.
         self._peers: dict[str, Flight] = {}
-        # Bumped by every invalidation; an L2 read that saw it change does not fill L1.
+        # A clock of changes: every write, delete and invalidation ticks it. A read or write
+        # that began at generation g fills L1 only if its key has not changed since: the
+        # generation of each key's last change is in _written (the latest _WRITTEN keys),
+        # and _barrier is the last change of every key at once (clear, a lost invalidation
+        # stream, or keys dropped from _written). Per key, not one counter for the cache:
+        # under concurrent load some key changes at every moment, and one counter would
+        # keep almost every value out of L1.
         self._generation = 0
+        self._barrier = 0
+        self._written: dict[str, int] = {}
         # Server clock minus local clock, bounded from below and above by the round trip
         # in which it was measured: asof times use the low bound, L1 expiry the high one.
         self._last_stamp = 0.0
@@ -297,6 +307,32 @@ class SyncCache:
                 if self._peers.get(local) is waiter:
                     del self._peers[local]
 
+    def _touch(self, locals_: Iterable[str]) -> int:
+        """Record a change of ``locals_``; returns its generation."""
+        self._generation += 1
+        generation = self._generation
+        written = self._written
+        for local in locals_:
+            written.pop(local, None)
+            written[local] = generation
+        if len(written) > _WRITTEN:
+            # Forget the older half; the barrier stands for them (only reads and writes
+            # in flight across it lose their L1 fill). pop with a default: SyncCache's
+            # invalidation listener thread may be forgetting the same keys.
+            for local in list(itertools.islice(written, len(written) // 2)):
+                self._barrier = max(self._barrier, written.pop(local, 0))
+        return generation
+
+    def _touch_all(self) -> None:
+        """Record a change of every key."""
+        self._generation += 1
+        self._barrier = self._generation
+        self._written.clear()
+
+    def _unchanged(self, local: str, generation: int) -> bool:
+        """Whether ``local`` has not changed since ``generation``."""
+        return self._barrier <= generation and self._written.get(local, 0) <= generation
+
     def _l1_get(self, local: str) -> Any:
         l1 = self._l1
         if l1 is None:
@@ -339,7 +375,7 @@ class SyncCache:
         if blobs is None:
             self._l2_misses += len(locals_)
             return {}
-        fill = self._l1 is not None and generation == self._generation and l2.tracking_ok()
+        fill = self._l1 is not None and l2.tracking_ok()
         found: dict[str, Any] = {}
         broken: list[str] = []
         unsure: list[tuple[str, bytes, tuple[Any, ...]]] = []
@@ -367,8 +403,7 @@ class SyncCache:
             # Tags this process has not seen yet: read their times once; the invalidation
             # stream keeps them current from then on.
             self._learn_tags(sorted({tag for _, _, header in unsure for tag in header[3]}))
-            # Whatever arrived meanwhile may have replaced these values.
-            fill = fill and generation == self._generation
+            # Whatever arrived meanwhile may have replaced these values: _accept checks.
             for local, blob, header in unsure:
                 verdict = self._tags.verdict(header[3], header[1])
                 if verdict is True:
@@ -404,7 +439,7 @@ class SyncCache:
             return
         self._l2_hits += 1
         found[local] = value
-        if not fill:
+        if not fill or not self._unchanged(local, generation):
             return
         epoch = self._tags.epoch
         if not tags or self._tags.fresh(tags, asof):
@@ -421,7 +456,7 @@ class SyncCache:
                     asof,
                     len(blob),
                     epoch,
-                    check=lambda: self._generation == generation,
+                    check=lambda: self._unchanged(local, generation),
                 )
 
     def _drop_stale(self, local: str, broken: list[str]) -> None:
@@ -485,8 +520,7 @@ class SyncCache:
         if not encoded:
             return
         # Reads in flight that began before this write must not fill L1 after it.
-        self._generation += 1
-        generation = self._generation
+        generation = self._touch([local for local, _, _, _ in encoded])
         sent = monotonic()
         stored = [True] * len(encoded)
         stamp = 0.0
@@ -514,14 +548,12 @@ class SyncCache:
         # While Redis takes writes but the invalidation stream is down, L1 would not hear of
         # later writes elsewhere; while Redis is out, L1 is all there is (bounded by its ttl).
         epoch = self._tags.epoch
-        fresh = (
-            generation == self._generation
-            and (not reached or self._l2.tracking_ok())  # type: ignore[union-attr]
-            and (not tags or self._tags.fresh(tags, stamp))
+        fresh = (not reached or self._l2.tracking_ok()) and (  # type: ignore[union-attr]
+            not tags or self._tags.fresh(tags, stamp)
         )
         lifetime = min(ttl, l1.ttl)
         for (local, value, body, _), ok in zip(encoded, stored, strict=True):
-            if ok and fresh:
+            if ok and fresh and self._unchanged(local, generation):
                 l1.put(
                     local,
                     value,
@@ -530,7 +562,7 @@ class SyncCache:
                     stamp,
                     len(body),
                     epoch,
-                    check=lambda: self._generation == generation,
+                    check=lambda local=local: self._unchanged(local, generation),
                 )
             else:
                 l1.delete(local)
@@ -544,7 +576,7 @@ class SyncCache:
         self._delete([self._keys.local(key) for key in keys])
 
     def _delete(self, locals_: list[str]) -> None:
-        self._generation += 1
+        self._touch(locals_)
         if self._l1 is not None:
             for local in locals_:
                 self._l1.delete(local)
@@ -573,7 +605,7 @@ class SyncCache:
         """
         if not isinstance(pattern, str) or not pattern:
             raise CacheKeyError(f"pattern {pattern!r}: must be a non-empty str")
-        self._generation += 1
+        self._touch_all()
         removed = 0
         if self._l1 is not None:
             match = glob_to_regex(pattern).fullmatch
@@ -586,7 +618,7 @@ class SyncCache:
 
     def clear(self) -> None:
         """Delete every entry of this cache's namespace and version, in both tiers."""
-        self._generation += 1
+        self._touch_all()
         if self._l1 is not None:
             self._l1.clear()
         if self._l2 is not None:
@@ -662,7 +694,7 @@ class SyncCache:
     # -- invalidation stream (called by the backend's listener) -----------------------------
 
     def on_tracking_start(self) -> None:
-        self._generation += 1
+        self._touch_all()
         self._tags.forget()
         # Messages may have been missed: followers look again.
         for local in list(self._peers):
@@ -672,7 +704,7 @@ class SyncCache:
 
     def on_invalidate(self, rkeys: list[bytes] | None) -> None:
         if rkeys is None:  # FLUSHDB / FLUSHALL
-            self._generation += 1
+            self._touch_all()
             if self._l1 is not None:
                 self._l1.clear()
             return
@@ -683,7 +715,7 @@ class SyncCache:
             if rkey.startswith(entries):
                 local = rkey[len(entries) :]
                 self._wake(local)
-                self._generation += 1
+                self._touch((local,))
                 if self._l1 is not None:
                     self._l1.delete(local)
             elif rkey.startswith(self._keys.locks):
