@@ -86,7 +86,7 @@ def create_app(settings: Settings) -> FastAPI:
     dashboard_app = monitor.DashboardApp(registry) if settings.metrics else None
     # Several workers: each writes its metrics to the shared directory, /metrics merges them.
     shared = (
-        monitor.SnapshotDirectory(settings.metrics_dir, registry=registry, interval=0.5)
+        monitor.SnapshotDirectory(settings.metrics_dir, registry=registry, interval=1.0)
         if settings.metrics and settings.metrics_dir
         else None
     )

@@ -117,7 +117,7 @@ STEPS: tuple[Step, ...] = (
 STEP_NAMES = tuple(step.name for step in STEPS)
 REVISION_ORDER = ("baseline", "indexes", "dashboard_view")
 LOGINS = 40  # sessions shared by the writing users
-SNAPSHOT_WAIT_S = 0.8  # > the workers' metrics snapshot interval (0.5 s)
+SNAPSHOT_WAIT_S = 1.3  # > the workers' metrics snapshot interval (1 s)
 USERS_RAMP_S = 5.0  # the users step: arrivals spread over this, then the hold is measured
 
 
@@ -194,6 +194,11 @@ class AppProcess:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def metrics_dir(self) -> Path | None:
+        """Where several workers' metrics snapshots are, while the app runs."""
+        return None if self._metrics_dir is None else Path(self._metrics_dir.name)
 
     def __enter__(self) -> AppProcess:
         env = dict(os.environ)
