@@ -64,6 +64,7 @@ def main() -> None:
         "access_log": False,
         "backlog": 4096,
         "timeout_keep_alive": 60,
+        "proxy_headers": False,  # loopback, no proxy in front: no X-Forwarded-* to trust
     }
     if args.workers > 1:
         # Open dashboard streams are cut after this on shutdown: the supervisor's workers
