@@ -65,6 +65,7 @@ def test_demo_runs_every_step_and_writes_its_report(tmp_path: Path) -> None:
         assert figures["error_rate"] == 0, (step["name"], figures["errors"])
         assert figures["p50_ms"] <= figures["p95_ms"] <= figures["p99_ms"]
         assert figures["index_hit_ratio"] is not None
+        assert figures["app_cpu_ms_per_request"] > 0
         assert step["endpoints"], step["name"]
     by_name = {step["name"]: step["figures"] for step in summary["steps"]}
     assert by_name["baseline"]["cache_hit_ratio"] is None  # no cache, no lookups

@@ -52,3 +52,28 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/status").read_text().lower()
     except OSError:
         return "zombie"
+
+
+def test_the_cpu_of_a_process_tree_includes_its_children():
+    import subprocess
+    import sys
+
+    from redline.demo._runner import process_tree_cpu
+
+    burn = "import time\nend = time.process_time() + 0.5\nwhile time.process_time() < end: pass"
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import subprocess, sys; subprocess.run([sys.executable, '-c', {burn!r}])",
+        ]
+    )
+    try:
+        seen = 0.0
+        while parent.poll() is None:
+            seen = max(seen, process_tree_cpu(parent.pid) or 0.0)
+        # The child burnt 0.5 s of CPU; the parent only waited for it.
+        assert seen >= 0.3
+    finally:
+        parent.wait()
+    assert process_tree_cpu(parent.pid) is None  # gone

@@ -39,11 +39,12 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("error_rate", "errors", "%"),
     ("cache_hit_ratio", "cache hits", "%"),
     ("reads_from_cache", "reads from cache", "%"),
+    ("app_cpu_ms_per_request", "app CPU ms/req", "n"),
     ("db_ms_per_request", "DB ms/req", "n"),
     ("db_query_p95_ms", "query p95", "n"),
     ("index_hit_ratio", "index hits", "%"),
 )
-TABLE_WIDTH = 160  # wide enough for every column; narrower terminals get it as it is
+TABLE_WIDTH = 175  # wide enough for every column; narrower terminals get it as it is
 
 
 def _cell(value: Any, kind: str) -> str:

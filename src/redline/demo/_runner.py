@@ -266,6 +266,13 @@ class AppProcess:
         with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as response:
             return response.read().decode()
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time (user + system) the app has used so far: the process and its workers.
+        None where ``/proc`` cannot say (not Linux)."""
+        if self.process is None:
+            return None
+        return process_tree_cpu(self.process.pid)
+
     def stop(self) -> None:
         process, self.process = self.process, None
         try:
@@ -283,6 +290,33 @@ class AppProcess:
             if self._metrics_dir is not None:
                 self._metrics_dir.cleanup()
                 self._metrics_dir = None
+
+
+def process_tree_cpu(root: int) -> float | None:
+    """User + system CPU seconds of ``root`` and its descendants, from ``/proc``."""
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        stats = {}
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    with open(f"/proc/{entry.name}/stat", "rb") as file:
+                        # The fields after the command (which may hold spaces) and its ")".
+                        fields = file.read().rsplit(b")", 1)[1].split()
+                    stats[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    except (OSError, ValueError, AttributeError):
+        return None
+    if root not in stats:
+        return None
+    tree, grew = {root}, True
+    while grew:
+        grew = False
+        for pid, (parent, _) in stats.items():
+            if parent in tree and pid not in tree:
+                tree.add(pid)
+                grew = True
+    total = sum(stats[pid][1] for pid in tree)
+    return total / ticks
 
 
 class DemoRunError(RuntimeError):
@@ -541,12 +575,14 @@ def _measure(
             asyncio.run(load_run(warm, app.url))
         before = app.metrics()
         blocks_before = asyncio.run(index_blocks(svc.database_url))
+        cpu_before = app.cpu_seconds()
         vus = options.users if step.users else options.vus
         ramp = USERS_RAMP_S if step.users else 0.0
         plan = _mix.plan(step, data, duration=options.duration, vus=vus, ramp=ramp)
         recorder = Recorder()
         with console.status(f"{step.title}: {vus} users for {options.duration:g}s"):
             result = asyncio.run(load_run(plan, app.url, timeout=30.0, recorder=recorder))
+        cpu_after = app.cpu_seconds()
         after = app.metrics()
         blocks_after = asyncio.run(index_blocks(svc.database_url))
     summary = result.summary
@@ -562,6 +598,9 @@ def _measure(
             figures["hold_s"] = [first, last + 1]
             figures["hold_requests"] = hold.get_total_count()
     figures.update(server_figures(before, after, figures["requests"]))
+    if cpu_before is not None and cpu_after is not None and figures["requests"]:
+        # The app's own cost, whatever else the machine was doing meanwhile.
+        figures["app_cpu_ms_per_request"] = (cpu_after - cpu_before) * 1000 / figures["requests"]
     hit = blocks_after[0] - blocks_before[0]
     read = blocks_after[1] - blocks_before[1]
     figures["index_hit_ratio"] = hit / (hit + read) if hit + read > 0 else None
