@@ -26,7 +26,8 @@ override, ``route_of(scope)`` returns the route name; it is called with the scop
 left it when the response ends, and ``None`` falls back to the detection above.
 
 ``status`` is the one of ``http.response.start``. A response that never completes counts as
-499 (nginx's "client closed request") when the client disconnected first, else 500, and an
+499 (nginx's "client closed request") when the app had received the client's disconnect
+(noted in the scope as ``"redline.monitor.disconnected"``), else 500, and an
 exception from the app is re-raised after being counted. An exception after the response
 completed (a Starlette background task) does not change the status the client got; the
 duration likewise ends with the response, not with the background tasks. Methods outside
@@ -39,19 +40,27 @@ last snapshot of every started ``SnapshotDirectory`` of the process, so that the
 that were in flight at the signal, and what the app records on its way out, are counted
 before a server such as uvicorn ends the process by re-raising the signal.
 
-Cost: a trivial Starlette endpoint under uvicorn spends some 70-110 us of CPU a request, and
-Python code run between the server's system calls costs three to four times what a loop in
-a microbenchmark shows, so the request path does as little as it can: the wrapper of
-``send`` is a plain function returning the server's awaitable (no coroutine of its own),
-what it only reads comes as default arguments, a route seen before is one dict lookup by
-identity (no call), and a finished request is appended to a list as ``(route, method,
-status, seconds, size)``. The list is added to the metrics in bulk every 1024 requests,
-grouped by C-level passes (``Counter`` over the keys, lists per series filled by ``map``),
-then one bulk record per series; and whenever one of the metrics is collected (a scrape, a
-multi-process snapshot), so every collected view is exact; only a child read directly
-(``.labels(...).value``) can be behind. ``benchmarks/middleware_bench.py`` measures it,
-beside a middleware that only forwards and one that only wraps ``send`` to time requests:
-the floor any pure-Python instrumentation pays.
+Cost: what the middleware adds to a request's CPU time is, to a few per cent, the share of
+instructions it adds to the request. Counted with valgrind (callgrind, user space), a trivial
+Starlette endpoint under uvicorn runs some 180,000 instructions a request, 80,000 of them in
+the app called in a loop without a server. The middleware adds as many instructions in
+either setting, but under the server each takes four to five times as long as in the warm
+loop (most likely caches and branch predictors gone cold between system calls), so a
+microbenchmark's microseconds understate its cost by that much, and its instruction count
+does not. So the request path runs as few instructions as it can: one plain function wraps
+both ``send`` and ``receive`` (called with a message it is send, without one receive; it
+returns the server's awaitable rather than awaiting it in a coroutine of its own), what it
+only reads comes as default arguments, the request's state is three closure cells, a path
+seen before is one set lookup for the exclusions, and a finished request of a route seen
+before finds the pending lists of its series by one dict lookup by the route's identity and
+appends its status and duration: an int and a float, which the cyclic GC does not track,
+rather than a tuple per request. The lists of a series are added to the metrics in bulk once
+they hold 1024 requests (statuses counted in C, durations handed over as one array) and
+whenever one of the metrics is collected (a scrape, a multi-process snapshot), so every
+collected view is exact; only a child read directly (``.labels(...).value``) can be behind.
+``benchmarks/middleware_bench.py`` measures it, beside a middleware that only forwards and
+one that only wraps ``send`` to time requests: the floor any pure-Python instrumentation
+pays.
 """
 
 from __future__ import annotations
@@ -61,10 +70,11 @@ import re
 import sys
 import threading
 import weakref
+from array import array
 from collections import Counter as Tally
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from operator import itemgetter
+from struct import pack
 from time import perf_counter
 from typing import Any
 
@@ -88,6 +98,8 @@ METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE"
 SIZE_BUCKETS = exponential_buckets(256, 4, 8)
 CLIENT_CLOSED = 499
 BATCH = 1024
+DISCONNECTED = "redline.monitor.disconnected"
+CLEAN_PATHS = 4096
 
 _METHOD = {method: method for method in METHODS}
 
@@ -164,14 +176,14 @@ class MetricsMiddleware:
         self._in_flight = _InFlight.of(self.in_progress)
         self._routes = _RouteTemplates()
         self._route = self._routes.template if route_of is None else self.route
-        finished = self._finished
-        # route_of decides every request's label itself: then no template is looked up.
-        templates = self._routes.by_route if route_of is None else {}
-        self._skip = (self._exclude, self._exclude_below)
+        # Paths seen not to be excluded under any root path: one set lookup per request.
+        self._clean: set[str] = set()
+        self._cacheable = "/" not in self._exclude
+        self._hot = (self._record, self._finished.batch, self._finished.drain)
         self._sizes = self.response_size is not None
-        self._hot = (self._route, templates.get, finished, finished.entries, finished.batch)
-        # Request method -> (its label, the list of its requests in flight).
-        self._methods: dict[str, tuple[str, list[None]]] = {}
+        # Request method -> (the deque of its label's requests in flight, and the id of each
+        # route seen -> the pending requests of that route and method).
+        self._methods: dict[str, tuple[deque[None], dict[int, _Pending]]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -180,41 +192,31 @@ class MetricsMiddleware:
             else:
                 await self.app(scope, receive, send)
             return
-        # The request's state lives in closure cells, not in a responder object, and what
-        # send_ only reads is bound as default arguments, not cells, the middleware's share
-        # in one tuple: on this path every allocation and attribute lookup shows in the
-        # throughput of a trivial endpoint.
-        exclude, below = self._skip
-        path = scope["path"]
-        if (
-            path in exclude
-            or path.startswith(below)
-            or (scope.get("root_path") and self._below_root(scope))
-        ):
+        # Under a server every instruction run here costs throughput in proportion (see the
+        # module's docstring), so the request's state lives in three closure cells, what the
+        # wrapper only reads comes as default arguments, and one function object wraps both
+        # send and receive: called with a message it is send, without one it is receive.
+        if scope["path"] not in self._clean and self._excluded(scope):
             await self.app(scope, receive, send)
             return
-        method, flight = self._methods.get(scope["method"]) or self._method(scope["method"])
+        flight, series = self._methods.get(scope["method"]) or self._method(scope["method"])
         started = perf_counter()
         status = size = 0  # status: 0 before http.response.start, -1 once recorded
-        trailers = disconnected = False
+        trailers = False
 
-        async def receive_() -> Message:
-            nonlocal disconnected
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                disconnected = True
-            return message
-
-        def send_(
-            message: Message,
+        def channel(
+            message: Message | None = None,
             send: Send = send,
             scope: Scope = scope,
-            method: str = method,
+            series: dict[int, _Pending] = series,
             started: float = started,
             hot: tuple[Any, ...] = self._hot,
             sizes: bool = self._sizes,
-        ) -> Awaitable[None]:
+            receive: Receive = receive,
+        ) -> Awaitable[Any]:
             nonlocal status, size, trailers
+            if message is None:
+                return _receive(receive, scope)
             kind = message["type"]
             if kind == "http.response.body":
                 if sizes:
@@ -222,15 +224,19 @@ class MetricsMiddleware:
                 if status > 0 and not trailers and not message.get("more_body", False):
                     # Recorded as the last message goes out: this wrapper returns the server's
                     # awaitable rather than awaiting it in a coroutine of its own. A route
-                    # seen before costs one lookup here, not a call.
-                    route, template_of, finished, entries, batch = hot
-                    template = template_of(id(scope.get("route")))
-                    if template is None:
-                        template = route(scope)
-                    entries.append((template, method, status, perf_counter() - started, size))
+                    # seen before has its pending list found by one lookup, not a call.
+                    pending = series.get(id(scope.get("route")))
+                    if pending is None:
+                        hot[0](scope, status, perf_counter() - started, size)
+                    else:
+                        statuses, durations, lengths = pending
+                        statuses.append(status)
+                        durations.append(perf_counter() - started)
+                        if sizes:
+                            lengths.append(size)
+                        if len(durations) >= hot[1]:
+                            hot[2]()
                     status = -1
-                    if len(entries) >= batch:
-                        finished.drain()
             elif kind == "http.response.start":
                 status = message["status"]
                 trailers = message.get("trailers", False)
@@ -238,38 +244,65 @@ class MetricsMiddleware:
                 kind == "http.response.pathsend"
                 or (kind == "http.response.trailers" and not message.get("more_trailers", False))
             ):
-                route, _, finished, _, _ = hot
-                finished.add(route(scope), method, status, perf_counter() - started, size)
+                hot[0](scope, status, perf_counter() - started, size)
                 status = -1
             return send(message)
 
         flight.append(None)
         try:
-            await self.app(scope, receive_, send_)
+            await self.app(scope, channel, channel)
             if status >= 0:
-                status, failed = -1, CLIENT_CLOSED if disconnected else 500
-                self._finished.add(
-                    self._route(scope), method, failed, perf_counter() - started, size
-                )
+                status = -1
+                failed = CLIENT_CLOSED if scope.get(DISCONNECTED) else 500
+                self._record(scope, failed, perf_counter() - started, size)
         except BaseException as exc:
             if status >= 0:
                 # ASGI 2.4 servers raise OSError from send() once the client has gone, and
                 # Starlette turns that into ClientDisconnect.
-                gone = disconnected or isinstance(exc, OSError)
+                gone = scope.get(DISCONNECTED) or isinstance(exc, OSError)
                 gone = gone or type(exc).__name__ == "ClientDisconnect"
                 failed = CLIENT_CLOSED if gone else 500
-                self._finished.add(
-                    self._route(scope), method, failed, perf_counter() - started, size
-                )
+                self._record(scope, failed, perf_counter() - started, size)
             raise
         finally:
             flight.pop()
             if SIGNALLED:
                 _write_if_idle()
 
-    def _method(self, method: str) -> tuple[str, list[None]]:
+    def _record(self, scope: Scope, status: int, seconds: float, size: int) -> None:
+        """A finished request off the fast path: the first of its route and method (whose
+        pending lists are then remembered by the route's identity), one whose route has no
+        single template, one named by ``route_of``, or one that ended without a response."""
+        method = _METHOD.get(scope["method"], "other")
+        template = self._route(scope)
+        pending = self._finished.pending(template, method)
+        if self.route_of is None and self._finished.batch > 1:
+            found = scope.get("route")
+            if found is not None and self._routes.by_route.get(id(found)) == template:
+                self._routes.pending[method][id(found)] = pending
+        self._finished.add(pending, status, seconds, size)
+
+    def _excluded(self, scope: Scope) -> bool:
+        path = scope["path"]
+        if (
+            path in self._exclude
+            or path.startswith(self._exclude_below)
+            or (scope.get("root_path") and self._below_root(scope))
+        ):
+            return True
+        # A path that contains no excluded path is not excluded whatever the root path
+        # taken off it; the set is bounded, so that paths with ids do not grow it for ever.
+        if (
+            self._cacheable
+            and len(self._clean) < CLEAN_PATHS
+            and not any(excluded in path for excluded in self._exclude)
+        ):
+            self._clean.add(path)
+        return False
+
+    def _method(self, method: str) -> tuple[deque[None], dict[int, _Pending]]:
         label = _METHOD.get(method, "other")
-        found = label, self._in_flight[label]
+        found = self._in_flight[label], self._routes.pending[label]
         if label != "other":  # only the standard methods: the dict stays small
             self._methods[method] = found
         return found
@@ -310,17 +343,26 @@ class MetricsMiddleware:
         return path in self._exclude or path.startswith(self._exclude_below)
 
 
+# Per series, the statuses, durations and (when recorded) body sizes of the requests not yet
+# added to the metrics, in three lists rather than one list of tuples: appending an int or a
+# float allocates nothing the cyclic GC tracks, and the metrics need the columns apart.
+# Which status went with which duration does not matter, so a request that has appended to
+# one list and not yet to the next (another thread's) just waits for the next drain.
+_Pending = tuple[list[int], list[float], list[int]]
+
+
 class _Finished:
-    """One middleware's finished requests not yet added to the metrics."""
+    """One middleware's finished requests not yet added to the metrics, per series (route
+    template and method)."""
 
     def __init__(self, requests: Counter, duration: Histogram, size: Histogram | None) -> None:
         self.requests = requests
         self.duration = duration
         self.size = size
-        self.entries: list[tuple[str, str, int, float, int]] = []
+        self.series: dict[tuple[str, str], _Pending] = {}
         self._lock = threading.Lock()
-        # Entries kept before they are added; 1 (at once) when a metric was made by other
-        # code and so does not add them before it is collected.
+        # Requests kept per series before they are added; 1 (at once) when a metric was
+        # made by other code and so does not add them before it is collected.
         self.batch = BATCH
         for metric in (requests, duration, size):
             if isinstance(metric, _Drained):
@@ -328,54 +370,61 @@ class _Finished:
             elif metric is not None:
                 self.batch = 1
 
-    def add(self, route: str, method: str, status: int, seconds: float, size: int) -> None:
-        entries = self.entries
-        entries.append((route, method, status, seconds, size))
-        if len(entries) >= self.batch:
+    def pending(self, route: str, method: str) -> _Pending:
+        """The pending requests of a series, made on first use."""
+        found = self.series.get((route, method))
+        if found is None:
+            found = self.series.setdefault((route, method), ([], [], []))
+        return found
+
+    def add(self, pending: _Pending, status: int, seconds: float, size: int) -> None:
+        statuses, durations, sizes = pending
+        statuses.append(status)
+        durations.append(seconds)
+        if self.size is not None:
+            sizes.append(size)
+        if len(durations) >= self.batch:
             self.drain()
 
     def drain(self) -> None:
         """Add the finished requests to the metrics."""
+        taken = []
         with self._lock:
-            # A counted prefix, in place: requests finishing meanwhile stay for next time.
-            entries = self.entries
-            n = len(entries)
-            if not n:
-                return
-            batch = entries[:n]
-            del entries[:n]
-        # Grouped first, with C-level passes where possible: then one labels() lookup and
-        # one bulk record per series rather than per request.
-        labels = self.requests.labels
-        for key, count in Tally(map(_STATUS_KEY, batch)).items():
-            labels(*key).inc(count)
-        durations: defaultdict[tuple[str, str], list[float]] = defaultdict(list)
-        _group(durations, map(_PAIR, batch), map(_SECONDS, batch))
-        sizes: defaultdict[tuple[str, str], list[float]] = defaultdict(list)
-        if self.size is not None:
-            _group(sizes, map(_PAIR, batch), map(_SIZE, batch))
-        for (route, method), values in durations.items():
-            _observe_all(self.duration.labels(route, method), values)
-        for (route, method), values in sizes.items():
-            _observe_all(self.size.labels(route, method), values)  # type: ignore[union-attr]
+            for key, (statuses, durations, sizes) in list(self.series.items()):
+                # A counted prefix, in place: requests finishing meanwhile stay for next time.
+                n = min(len(statuses), len(durations))
+                if self.size is not None:
+                    n = min(n, len(sizes))
+                if n:
+                    taken.append((key, statuses[:n], durations[:n], sizes[:n]))
+                    del statuses[:n], durations[:n], sizes[:n]
+        # One labels() lookup and one bulk record per series and metric; a batch of one
+        # status (the usual) is counted in C.
+        for (route, method), statuses, durations, sizes in taken:
+            first = statuses[0]
+            if statuses.count(first) == len(statuses):
+                self.requests.labels(route, method, first).inc(len(statuses))
+            else:
+                for status, count in Tally(statuses).items():
+                    self.requests.labels(route, method, status).inc(count)
+            _observe_all(self.duration.labels(route, method), _doubles(durations))
+            if self.size is not None:
+                _observe_all(self.size.labels(route, method), _doubles(sizes))
 
     def clear(self) -> None:
         with self._lock:
-            del self.entries[:]
+            for columns in self.series.values():
+                for column in columns:
+                    del column[:]
 
 
-_STATUS_KEY = itemgetter(0, 1, 2)
-_PAIR = itemgetter(0, 1)
-_SECONDS = itemgetter(3)
-_SIZE = itemgetter(4)
+def _doubles(values: list[float]) -> array[float]:
+    """``values`` as an array of doubles, which a histogram takes in by copying memory;
+    packed by ``struct`` in a C loop, 10 times cheaper than ``array("d", values)``."""
+    return array("d", pack(f"{len(values)}d", *values))
 
 
-def _group(groups: defaultdict[Any, list[Any]], keys: Iterable[Any], values: Iterable[Any]) -> None:
-    """Append each value to the list of its key, in C: no Python code runs per value."""
-    deque(map(list.append, map(groups.__getitem__, keys), values), maxlen=0)
-
-
-def _observe_all(child: Any, values: list[float]) -> None:
+def _observe_all(child: Any, values: Iterable[float]) -> None:
     """Record ``values`` on a histogram child at once, or one by one on another type's."""
     bulk = getattr(child, "_observe_all", None)
     if bulk is not None:
@@ -383,6 +432,15 @@ def _observe_all(child: Any, values: list[float]) -> None:
     else:
         for value in values:
             child.observe(value)
+
+
+async def _receive(receive: Receive, scope: Scope) -> Message:
+    """The server's next message; a disconnect is noted in the scope, for a response that
+    then never completes to count as 499."""
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        scope[DISCONNECTED] = True
+    return message
 
 
 def _write_if_idle() -> None:
@@ -421,17 +479,19 @@ class _RequestHistogram(_Drained, Histogram):
         super().__init__(*args, **kwargs)
 
 
-class _InFlight(dict[str, list[None]]):
-    """Per method, a list as long as the requests in flight: ``list.append`` and ``list.pop``
-    are atomic under the GIL and cost less than a locked ``Gauge.inc``/``dec`` pair; the
-    gauge reads the lengths when collected. Series appear per method on first use."""
+class _InFlight(dict[str, deque[None]]):
+    """Per method, a deque as long as the requests in flight: ``append`` and ``pop`` are
+    atomic under the GIL and cost less than a locked ``Gauge.inc``/``dec`` pair, and unlike a
+    list's they allocate nothing when the length goes between 0 and 1 (a list frees its
+    array at 0); the gauge reads the lengths when collected. Series appear per method on
+    first use."""
 
     def __init__(self, gauge: Gauge) -> None:
         super().__init__()
         self._gauge = gauge
 
-    def __missing__(self, method: str) -> list[None]:
-        flight: list[None] = self.setdefault(method, [])
+    def __missing__(self, method: str) -> deque[None]:
+        flight: deque[None] = self.setdefault(method, deque())
         self._gauge.labels(method).set_function(flight.__len__)
         return flight
 
@@ -519,6 +579,9 @@ class _RouteTemplates:
         # id(route) -> its template, for routes with one template: what the middleware
         # looks up itself, without a call, on every request.
         self.by_route: dict[int, str] = {}
+        # method label -> id(route) -> the pending requests of the route and method (see
+        # _Finished); filled by the middleware, emptied with by_route.
+        self.pending: defaultdict[str, dict[int, _Pending]] = defaultdict(dict)
         # id(root router) -> (router, its _Tree)
         self._trees: dict[int, tuple[Any, _Tree]] = {}
 
@@ -566,6 +629,8 @@ class _RouteTemplates:
             # Routes or endpoints made per request would grow this without end.
             self._known.clear()
             self.by_route.clear()
+            for pending in self.pending.values():
+                pending.clear()
         self._known[id(found)] = (found, template)
         if template is not None and not by_endpoint:
             self.by_route[id(found)] = template

@@ -1,0 +1,249 @@
+"""``MetricsMiddleware``'s batched recording: pending requests kept per series and added in
+bulk, exact across batches, threads, statuses and methods; the cached exclusion of paths
+under a root path; its one wrapper serving as both send and receive."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from asgi_server import serve_url
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from redline import monitor
+from redline.monitor import MetricsMiddleware
+from redline.monitor._middleware import BATCH
+
+
+def requests(registry: monitor.Registry) -> dict[tuple[str, str, str], float]:
+    return dict(registry.get("http_requests_total").collect().samples)
+
+
+def durations(registry: monitor.Registry) -> dict[tuple[str, str], monitor.HistogramValue]:
+    return dict(registry.get("http_request_duration_seconds").collect().samples)
+
+
+def sizes(registry: monitor.Registry) -> dict[tuple[str, str], monitor.HistogramValue]:
+    return dict(registry.get("http_response_size_bytes").collect().samples)
+
+
+def eventually(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "not true in time"
+        time.sleep(0.005)
+
+
+def counted(registry: monitor.Registry, total: int) -> dict[tuple[str, str, str], float]:
+    eventually(lambda: sum(requests(registry).values()) >= total)
+    return requests(registry)
+
+
+async def status_of(request: Request) -> PlainTextResponse:
+    return PlainTextResponse(
+        "x" * int(request.query_params.get("n", "1")),
+        status_code=int(request.query_params.get("status", "200")),
+    )
+
+
+async def echo(request: Request) -> PlainTextResponse:
+    return PlainTextResponse(await request.body())
+
+
+@pytest.fixture
+def registry() -> monitor.Registry:
+    return monitor.Registry()
+
+
+def test_requests_beyond_several_batches_with_mixed_statuses_count_exactly(registry):
+    app = Starlette(
+        routes=[Route("/s", status_of, methods=["GET", "POST"])],
+        middleware=[Middleware(MetricsMiddleware, registry=registry, response_size=True)],
+    )
+    statuses = [200, 404, 200, 503, 201]
+    total = 2 * BATCH + 300
+    with serve_url(app) as url, httpx.Client(base_url=url) as client:
+        for i in range(total):
+            status = statuses[i % len(statuses)]
+            method = client.post if i % 7 == 0 else client.get
+            assert method(f"/s?status={status}&n={i % 3 + 1}").status_code == status
+        counts = counted(registry, total)
+
+    expected: dict[tuple[str, str, str], float] = {}
+    for i in range(total):
+        key = ("/s", "POST" if i % 7 == 0 else "GET", str(statuses[i % len(statuses)]))
+        expected[key] = expected.get(key, 0) + 1
+    assert counts == expected
+    timed = durations(registry)
+    assert timed[("/s", "GET")].count + timed[("/s", "POST")].count == total
+    assert all(0 < value.sum < value.count for value in timed.values())  # under 1 s each
+    body_bytes = sum(i % 3 + 1 for i in range(total))
+    assert sizes(registry)[("/s", "GET")].sum + sizes(registry)[("/s", "POST")].sum == body_bytes
+
+
+def test_two_servers_in_two_threads_on_one_middleware_count_every_request(registry):
+    # Each uvicorn runs its own event loop in its own thread: both append to the same
+    # pending lists while either may drain them.
+    app = Starlette(
+        routes=[Route("/s", status_of)],
+        middleware=[Middleware(MetricsMiddleware, registry=registry)],
+    )
+    per_client = BATCH + 500
+    errors: list[BaseException] = []
+
+    def hammer(url: str, status: int) -> None:
+        try:
+            with httpx.Client(base_url=url) as client:
+                for _ in range(per_client):
+                    assert client.get(f"/s?status={status}").status_code == status
+        except BaseException as exc:  # reported below, on the test's thread
+            errors.append(exc)
+
+    with serve_url(app) as first, serve_url(app) as second:
+        threads = [
+            threading.Thread(target=hammer, args=(first, 200)),
+            threading.Thread(target=hammer, args=(second, 404)),
+            threading.Thread(target=hammer, args=(first, 404)),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert not errors
+        counts = counted(registry, 3 * per_client)
+
+    assert counts == {("/s", "GET", "200"): per_client, ("/s", "GET", "404"): 2 * per_client}
+    assert durations(registry)[("/s", "GET")].count == 3 * per_client
+
+
+def test_excluded_paths_stay_excluded_below_a_root_path(registry):
+    app = Starlette(
+        routes=[
+            Route("/metrics", status_of),
+            Route("/items/metrics", status_of),
+            Route("/metricsx", status_of),
+        ],
+        middleware=[Middleware(MetricsMiddleware, registry=registry)],
+    )
+    # uvicorn puts the root path in front of the path it was sent: "/metrics" arrives as
+    # "/api/metrics", which is "/metrics" once the root path is taken off, and excluded;
+    # paths that merely contain an excluded path are counted, however often they come.
+    with serve_url(app, root_path="/api") as url, httpx.Client(base_url=url) as client:
+        for _ in range(3):
+            assert client.get("/items/metrics").status_code == 200
+            assert client.get("/metrics").status_code == 200
+            assert client.get("/metricsx").status_code == 200
+        counted(registry, 6)
+        time.sleep(0.1)  # room for an excluded request to be (wrongly) counted
+        counts = requests(registry)
+
+    assert counts == {("/items/metrics", "GET", "200"): 3, ("/metricsx", "GET", "200"): 3}
+
+
+async def test_a_path_seen_as_not_excluded_is_excluded_under_a_root_that_makes_it_so(registry):
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    middleware = MetricsMiddleware(app, registry=registry, route_of=lambda scope: scope["path"])
+
+    async def receive():
+        return {"type": "http.request", "body": b""}
+
+    async def send(message):
+        pass
+
+    for root_path, path in [("", "/a/metrics/x"), ("/a", "/a/metrics/x"), ("", "/a/b")] * 2:
+        scope = {"type": "http", "method": "GET", "path": path, "root_path": root_path}
+        await middleware(scope, receive, send)
+
+    assert requests(registry) == {("/a/metrics/x", "GET", "200"): 2, ("/a/b", "GET", "200"): 2}
+
+
+def test_a_request_body_is_read_through_the_wrapper_and_counted(registry):
+    app = Starlette(
+        routes=[Route("/echo", echo, methods=["POST"])],
+        middleware=[Middleware(MetricsMiddleware, registry=registry)],
+    )
+    body = b"0123456789" * 50_000  # several receive() calls
+    with serve_url(app) as url, httpx.Client(base_url=url) as client:
+        response = client.post("/echo", content=body)
+        counts = counted(registry, 1)
+
+    assert response.status_code == 200 and response.content == body
+    assert counts == {("/echo", "POST", "200"): 1}
+
+
+async def call(app: Any, messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], float]:
+    """Sends ``messages`` through ``app`` as an ASGI app would: no server here speaks
+    pathsend or trailers. Returns what reached the server's send, and the time taken."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/f", "headers": [], "root_path": ""}
+    started = time.perf_counter()
+    await app(scope, receive, send)
+    return sent, time.perf_counter() - started
+
+
+@pytest.mark.parametrize(
+    ("tail", "more"),
+    [
+        ([{"type": "http.response.pathsend", "path": "/etc/hostname"}], []),
+        (
+            [{"type": "http.response.body", "body": b"abc"}],
+            [
+                {"type": "http.response.trailers", "headers": [], "more_trailers": True},
+                {"type": "http.response.trailers", "headers": []},
+            ],
+        ),
+    ],
+    ids=["pathsend", "trailers"],
+)
+async def test_pathsend_and_trailers_end_the_response_they_close(registry, tail, more):
+    trailers = bool(more)
+    messages = [{"type": "http.response.start", "status": 206, "trailers": trailers}]
+    messages += tail + more
+
+    async def app(scope, receive, send):
+        for message in messages:
+            await send(message)
+
+    middleware = MetricsMiddleware(
+        app, registry=registry, route_of=lambda scope: "/f", response_size=True
+    )
+    sent, _ = await call(middleware, messages)
+
+    assert sent == messages
+    assert requests(registry) == {("/f", "GET", "206"): 1}
+    assert durations(registry)[("/f", "GET")].count == 1
+    assert sizes(registry)[("/f", "GET")].sum == (3 if trailers else 0)
+
+
+async def test_a_wrapper_called_as_receive_returns_the_servers_messages(registry):
+    seen: list[dict[str, Any]] = []
+
+    async def app(scope, receive, send):
+        seen.append(await receive())
+        await send({"type": "http.response.start", "status": 200})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    middleware = MetricsMiddleware(app, registry=registry, route_of=lambda scope: "/f")
+    sent, _ = await call(middleware, [])
+
+    assert seen == [{"type": "http.request", "body": b""}]
+    assert [message["type"] for message in sent] == ["http.response.start", "http.response.body"]
+    assert requests(registry) == {("/f", "GET", "200"): 1}
