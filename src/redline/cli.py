@@ -1,20 +1,39 @@
-"""The `redline` command line."""
+"""The `redline` command line.
+
+``redline.__main__.main`` starts ``redline load run`` without importing this module (typer)
+when it can; see ``redline.load._cli``. ``app()``, as a script calls it, does the same before
+it builds its commands.
+"""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from redline import __version__
-from redline.load._cli import app as load_app
+from redline.load._cli import NoTargetError, RunOptions, run_fast, run_plan
 
-app = typer.Typer(
+
+class _Redline(typer.Typer):
+    """The app, which hands ``redline load run`` to ``run_fast`` first when called."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not args and not kwargs and sys.argv[1:3] == ["load", "run"]:
+            code = run_fast(sys.argv[3:])
+            if code is not None:
+                sys.exit(code)
+        return super().__call__(*args, **kwargs)
+
+
+app = _Redline(
     name="redline",
     help="Make Python web backends fast, and prove it.",
     no_args_is_help=True,
 )
+load_app = typer.Typer(help="Run load tests whose numbers can be trusted.", no_args_is_help=True)
 app.add_typer(load_app, name="load")
 
 
@@ -42,9 +61,13 @@ def demo(
         float, typer.Option(help="Seed data size: 1 = 50 funds, 20,000 calls, 20,000 runs.")
     ] = 1.0,
     duration: Annotated[float, typer.Option(help="Seconds of measured load per step.")] = 15.0,
-    warmup: Annotated[float, typer.Option(help="Seconds of unmeasured load before each.")] = 2.0,
+    warmup: Annotated[float, typer.Option(help="Seconds of unmeasured load before each.")] = 10.0,
     vus: Annotated[int, typer.Option(help="Users of the throughput steps (no think time).")] = 32,
     users: Annotated[int, typer.Option(help="Users of the concurrent-users step.")] = 1000,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="App worker processes; default: one per core, at most 4."),
+    ] = None,
     only: Annotated[
         list[str] | None,
         typer.Option(
@@ -85,6 +108,7 @@ def demo(
         warmup=warmup,
         vus=vus,
         users=users,
+        **({"workers": workers} if workers is not None else {}),
         only=tuple(only or ()),
         out=out,
         keep=keep,
@@ -178,3 +202,49 @@ def dashboard(
         pass  # uvicorn raises Ctrl+C again once it has shut down, as its own CLI ignores
     finally:
         shared.file.unlink(missing_ok=True)
+
+
+@load_app.command("run")
+def load_run(
+    plan_file: Annotated[Path, typer.Argument(help="A YAML or Python plan.")],
+    target: Annotated[str | None, typer.Option(help="Base URL (overrides the plan's).")] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            help="load, stress, spike, soak or breakpoint, with options as in "
+            "spike:factor=20,hold=5s."
+        ),
+    ] = None,
+    vus: Annotated[int | None, typer.Option(help="Users of constant-vus scenarios.")] = None,
+    rate: Annotated[
+        float | None, typer.Option(help="Arrivals per second of constant-arrival-rate ones.")
+    ] = None,
+    duration: Annotated[str | None, typer.Option(help="Duration of constant scenarios.")] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Processes to spread the load over (one core each).")
+    ] = 1,
+    metrics_url: Annotated[
+        str | None,
+        typer.Option(help="Prometheus text endpoint of the target, scraped once a second."),
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds a request may take.")] = 10.0,
+    progress: Annotated[
+        bool | None,
+        typer.Option(
+            "--progress/--no-progress", help="Live progress (default: when on a terminal)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path, typer.Option(help="Folder for summary.json, report.html and junit.xml.")
+    ] = Path("redline-load"),
+) -> None:
+    """Run PLAN against its target; exit 0 pass, 99 thresholds failed, 98 generator saturated,
+    2 bad plan or usage, 1 the generator failed."""
+    options = RunOptions(
+        plan_file, target, preset, vus, rate, duration, workers, metrics_url, timeout, progress, out
+    )
+    try:
+        code = run_plan(options)
+    except NoTargetError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    raise typer.Exit(code)

@@ -131,7 +131,7 @@ def default_workers() -> int:
 class Options:
     scale: float = 1.0
     duration: float = 15.0
-    warmup: float = 2.0
+    warmup: float = 10.0
     vus: int = 32
     users: int = 1000
     workers: int = field(default_factory=lambda: default_workers())

@@ -55,7 +55,8 @@ class Settings:
                                                 searches are cached that long, and writes do
                                                 not invalidate them (a search index's refresh)
     ``cache_namespace``         ``"demo"``      cache namespace (Redis key part)
-    ``refresh_interval``        ``5.0`` s       matview refresh period; 0 turns it off
+    ``refresh_interval``        ``30.0`` s      matview refresh period (how stale the
+                                                dashboard may be); 0 turns it off
     ``session_ttl``             ``86400.0`` s   how long a login lasts
     ``secure_cookies``          ``True``        session cookie only over HTTPS
     ``metrics_dir``             ``None``        with several worker processes: a directory
@@ -79,7 +80,7 @@ class Settings:
     cache_ttl: float = 600.0
     search_lag: int = 10
     cache_namespace: str = "demo"
-    refresh_interval: float = 5.0
+    refresh_interval: float = 30.0
     session_ttl: float = 86_400.0
     secure_cookies: bool = True
     metrics_dir: str | None = None
