@@ -4,24 +4,30 @@ One run, on one set of data:
 
 1. services: the given ``DATABASE_URL`` / ``REDIS_URL``, or throwaway servers (``_stack``);
 2. schema at its first revision (tables, primary and foreign keys only) and seed data;
-3. the configurations, one after another, each with a fresh app process (uvicorn on uvloop and
-   httptools, one worker) started with that configuration's settings:
+3. the configurations, one after another, each with a fresh app (uvicorn on uvloop and
+   httptools, ``Options.workers`` worker processes, one per core by default, sharing the
+   listening socket, Redis and one merged ``/metrics``) started with that configuration's
+   settings:
    ``baseline`` (no secondary indexes, live aggregates, no cache), ``indexes`` (the index
    migration, built CONCURRENTLY while the database is live), ``matview`` (the dashboard from a
    materialized view), ``l1`` (in-process cache), ``l2`` (+ Redis), ``http`` (+ ETags, 304s and
    the response cache), then ``users``: 1000 concurrent users with think time on the full
    configuration;
-4. for each: a short unmeasured warm-up, then the measured load run (``_mix``: the seven user
-   scenarios of the platforms), with the app's ``/metrics`` read before and after (cache
-   lookups and hits, database time) and PostgreSQL's index block counters (index hit ratio);
+4. for each: an unmeasured warm-up (the throughput mix, 10 s by default), then the measured
+   load run (``_mix``: the seven user scenarios of the platforms), with the app's ``/metrics``
+   read before and after (reads served by the database or a cache, cache lookups and hits,
+   database time), the app's CPU time (``/proc``) and PostgreSQL's index block counters
+   (index hit ratio);
 5. the comparison table, the targets (``_targets``), ``summary.json`` and ``report.html``.
 
 The exit status is 0 when every target of the full configuration passes, 1 when one fails,
 2 for bad options, 130 on Ctrl-C. Everything the run started is stopped on the way out.
 
-Why a process per configuration: settings such as the cache tier are read once at startup, as
-in production, and a restart gives every configuration the same cold start; metrics then
-count that configuration alone.
+Why a fresh app per configuration: settings such as the cache tier are read once at startup,
+as in production, and a restart gives every configuration the same cold start; metrics then
+count that configuration alone. Redis is not emptied between steps, as a deploy does not empty
+it: the ``l2`` step finds what nothing wrote there yet, the ``http`` and ``users`` steps what
+the steps before them cached.
 """
 
 from __future__ import annotations
