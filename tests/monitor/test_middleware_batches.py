@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -17,33 +16,15 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
+from test_middleware import durations, eventually, requests, sizes
 
 from redline import monitor
 from redline.monitor import MetricsMiddleware
 from redline.monitor._middleware import BATCH
 
 
-def requests(registry: monitor.Registry) -> dict[tuple[str, str, str], float]:
-    return dict(registry.get("http_requests_total").collect().samples)
-
-
-def durations(registry: monitor.Registry) -> dict[tuple[str, str], monitor.HistogramValue]:
-    return dict(registry.get("http_request_duration_seconds").collect().samples)
-
-
-def sizes(registry: monitor.Registry) -> dict[tuple[str, str], monitor.HistogramValue]:
-    return dict(registry.get("http_response_size_bytes").collect().samples)
-
-
-def eventually(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "not true in time"
-        time.sleep(0.005)
-
-
 def counted(registry: monitor.Registry, total: int) -> dict[tuple[str, str, str], float]:
-    eventually(lambda: sum(requests(registry).values()) >= total)
+    eventually(lambda: sum(requests(registry).values()) >= total, timeout=10.0)
     return requests(registry)
 
 
