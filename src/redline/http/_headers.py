@@ -16,24 +16,23 @@ from collections.abc import Iterable, Mapping
 Headers = Mapping[str, str] | Iterable[tuple[str | bytes, str | bytes]]
 
 
+def _pairs(headers: Headers) -> Iterable[tuple[str | bytes, str | bytes]]:
+    """``headers`` as (name, value) pairs. ASGI header lists are the common case and on every
+    request's path: tested first, since the Mapping ABC check costs more than the scan."""
+    if type(headers) is list:
+        return headers
+    return headers.items() if isinstance(headers, Mapping) else headers
+
+
 class HeaderFields(dict[bytes, list[str | bytes]]):
     """Header fields by lowercased name (bytes), each with its values in order."""
 
     __slots__ = ()
 
     def __init__(self, headers: Headers = ()) -> None:
-        # dict.__init__ is not called: with no arguments it does nothing. ASGI header lists
-        # are the common case and on every request's path: test them first, the Mapping ABC
-        # check costs more than the scan.
-        pairs = (
-            headers
-            if type(headers) is list
-            else headers.items()
-            if isinstance(headers, Mapping)
-            else headers
-        )
+        # dict.__init__ is not called: with no arguments it does nothing.
         get = self.get
-        for name, value in pairs:
+        for name, value in _pairs(headers):
             key = (name if type(name) is bytes else name.encode("latin-1")).lower()
             found = get(key)
             if found is None:
@@ -69,16 +68,9 @@ def header_values(headers: Headers, name: str) -> list[str]:
     wanted = name.lower()
     if type(headers) is HeaderFields:
         return headers.values_of(wanted.encode("latin-1"))
-    pairs = (
-        headers
-        if type(headers) is list
-        else headers.items()
-        if isinstance(headers, Mapping)
-        else headers
-    )
     wanted_bytes = wanted.encode("latin-1")
     found = []
-    for key, value in pairs:
+    for key, value in _pairs(headers):
         if type(key) is bytes:
             if key != wanted_bytes and key.lower() != wanted_bytes:
                 continue
