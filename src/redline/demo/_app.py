@@ -51,6 +51,7 @@ from redline.demo._state import SESSION_COOKIE, DemoState, State
 _log = logging.getLogger("redline.demo")
 
 METRICS_PATH = "/metrics"
+SNAPSHOT_INTERVAL_S = 1.0  # how often each worker writes its metrics for the others
 DASHBOARD_PATH = "/_redline"
 
 
@@ -86,7 +87,9 @@ def create_app(settings: Settings) -> FastAPI:
     dashboard_app = monitor.DashboardApp(registry) if settings.metrics else None
     # Several workers: each writes its metrics to the shared directory, /metrics merges them.
     shared = (
-        monitor.SnapshotDirectory(settings.metrics_dir, registry=registry, interval=1.0)
+        monitor.SnapshotDirectory(
+            settings.metrics_dir, registry=registry, interval=SNAPSHOT_INTERVAL_S
+        )
         if settings.metrics and settings.metrics_dir
         else None
     )

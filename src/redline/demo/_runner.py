@@ -54,6 +54,7 @@ from typing import Any
 
 from rich.console import Console
 
+from redline.demo._app import SNAPSHOT_INTERVAL_S
 from redline.demo._stack import Services, services, sigterm_as_interrupt
 from redline.demo._targets import FULL, check_targets
 
@@ -123,7 +124,8 @@ STEPS: tuple[Step, ...] = (
 STEP_NAMES = tuple(step.name for step in STEPS)
 REVISION_ORDER = ("baseline", "indexes", "dashboard_view")
 LOGINS = 40  # sessions shared by the writing users
-SNAPSHOT_WAIT_S = 1.3  # > the workers' metrics snapshot interval (1 s)
+# A page read after this counts every request answered before it, in every worker.
+SNAPSHOT_WAIT_S = SNAPSHOT_INTERVAL_S + 0.3
 USERS_RAMP_S = 5.0  # the users step: arrivals spread over this, then the hold is measured
 
 
