@@ -398,7 +398,9 @@ async def test_a_readers_tag_clock_stays_bounded_while_another_cache_invalidates
     monkeypatch.setattr(_tags, "PRUNE_EVERY", 0.1, raising=False)
     # Tag times older than twice the L1 ttl (0.5 s) can no longer make an L1 entry stale.
     reader = flavour.build(MemoryTier(ttl=0.25), flavour.tier())
-    invalidator = flavour.build(l1=None, l2=flavour.tier(tracking=False))
+    # 1000 tags a call can outlast the default 50 ms timeout on a busy CI core; a timeout
+    # would open the invalidator's breaker and skip the sentinel's write this test waits on.
+    invalidator = flavour.build(l1=None, l2=flavour.tier(tracking=False, timeout=5.0))
     await reader.ready()
     await invalidator.set("sentinel", 1)
     await flavour.settle()
@@ -412,6 +414,7 @@ async def test_a_readers_tag_clock_stays_bounded_while_another_cache_invalidates
         await invalidator.invalidate_tags(*(f"user:{i}" for i in range(start, start + 1000)))
     # Messages arrive in order: once the sentinel's is handled, so are the 20k tags'.
     await invalidator.set("sentinel", 2)
+    assert invalidator.stats()["l2"]["skipped"] == 0  # the write reached Redis
     await flavour.eventually(
         lambda: "sentinel" not in reader.l1.data, timeout=HOLD * 8
     )  # 20k messages on a busy shared CI core: seconds, not a bound on the cache
