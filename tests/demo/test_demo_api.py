@@ -7,6 +7,7 @@ again, and expect the new value. With ``cache="none"`` they check the API itself
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from decimal import Decimal
@@ -14,6 +15,7 @@ from decimal import Decimal
 import pytest
 
 from redline._servers import PostgresServer
+from redline.demo import _mix
 from redline.demo._paging import Where
 
 FAR_DUE = "2030-01-15"
@@ -605,3 +607,17 @@ def test_an_expired_session_is_refused_and_swept_at_the_next_login(
     assert client.get("/me", headers=auth).status_code == 401
     login(client, 3)
     assert sql(pg_server, demo_url, "SELECT count(*) FROM sessions WHERE user_id = 3") == "1"
+
+
+def test_every_search_term_of_the_load_mix_is_a_valid_search(demo_url, make_client):
+    # The mix once drew "#123" from names like "Acme #123": sent unencoded, "#" began a URL
+    # fragment, the query arrived empty, and most searches were 422s the demo never counted.
+    data = asyncio.run(_mix.dataset(demo_url))
+    client = make_client(demo_url)
+    assert data["terms"]
+    found = 0
+    for term in data["terms"]:
+        response = client.get(_mix.search_path(term))
+        assert response.status_code == 200, (term, response.text)
+        found += bool(response.json()["items"])
+    assert found >= len(data["terms"]) // 2  # words of the seeded names: most find calls

@@ -14,7 +14,7 @@ from browser import dump_dom
 from rich.console import Console
 
 from redline.demo._report import print_table, write_html, write_json
-from redline.demo._runner import load_figures, server_figures
+from redline.demo._runner import endpoint_table, load_figures, server_figures
 from redline.demo._targets import TARGETS, check_targets
 
 GOOD_FULL = {
@@ -210,3 +210,26 @@ def test_report_renders_offline_in_chromium(tmp_path: Path) -> None:
     row = re.search(r"<td>API p95</td>(.*?)</tr>", rendered.dom, re.S)
     assert row is not None
     assert "250 ms" in row.group(1) and ">fail<" in row.group(1)
+
+
+def test_unexpected_statuses_count_as_errors_and_5xx_only_once() -> None:
+    summary = {
+        **LOAD_SUMMARY,
+        "requests": {"total": 1000, "failed": 4},
+        "errors": {"status:503": 4, "check: status 503": 4, "check: status 422": 6},
+        "endpoints": {
+            "list-calls": {
+                "requests": {"total": 600, "failed": 0},
+                "errors": {"check: status 422": 6},
+            },
+            "create-call": {
+                "requests": {"total": 400, "failed": 4},
+                "errors": {"status:503": 4, "check: status 503": 4},
+            },
+        },
+    }
+    figures = load_figures(summary, frozenset({"list-calls"}))
+    assert figures["failed"] == 10  # 4 answers of 503 and 6 unexpected 422s
+    assert figures["error_rate"] == 0.01
+    table = endpoint_table(summary)
+    assert (table["list-calls"]["failed"], table["create-call"]["failed"]) == (6, 4)

@@ -51,6 +51,7 @@ import itertools
 import random
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 from redline.load import VU, ConstantVUs, Plan, RampingVUs, Scenario, Stage
 
@@ -105,7 +106,16 @@ async def dataset(dsn: str) -> dict[str, Any]:
         ]
     finally:
         await connection.close()
-    terms = sorted({word.lower()[:5] for name in names for word in name.split() if len(word) >= 4})
+    # Words of letters only: a name's "#123" would be no search anyone types (and, sent
+    # unencoded, a URL fragment: an empty q and a 422).
+    terms = sorted(
+        {
+            word.lower()[:5]
+            for name in names
+            for word in name.split()
+            if len(word) >= 4 and word.isalpha()
+        }
+    )
     return {**counts, "terms": terms or ["fund"], "emails": emails}
 
 
@@ -204,6 +214,11 @@ def _json(response: Any) -> Any:
         return None
 
 
+def search_path(term: str) -> str:
+    """The search flow's request for ``term``, encoded."""
+    return f"/capital-calls/search?q={quote(term)}&limit=20"
+
+
 def scenarios(data: Mapping[str, Any]) -> dict[str, Any]:
     """The seven flows, as ``async def flow(vu)`` functions over ``data``."""
 
@@ -231,7 +246,7 @@ def scenarios(data: Mapping[str, Any]) -> dict[str, Any]:
         user = _user(vu, data, "search")
         terms = data["terms"]
         term = terms[_skewed(user.rng, len(terms)) - 1]
-        await user.get(vu, f"/capital-calls/search?q={term}&limit=20", "search")
+        await user.get(vu, search_path(term), "search")
 
     async def create_call(vu: VU) -> None:
         user = _user(vu, data, "create-call")

@@ -126,6 +126,8 @@ REVISION_ORDER = ("baseline", "indexes", "dashboard_view")
 LOGINS = 40  # sessions shared by the writing users
 # A page read after this counts every request answered before it, in every worker.
 SNAPSHOT_WAIT_S = SNAPSHOT_INTERVAL_S + 0.3
+# How the load engine names a failed status check among a summary's errors (``VU.check``).
+CHECK_STATUS = "check: status "
 USERS_RAMP_S = 5.0  # the users step: arrivals spread over this, then the hold is measured
 
 
@@ -411,10 +413,25 @@ async def index_blocks(dsn: str) -> tuple[int, int]:
         await connection.close()
 
 
+def unexpected_statuses(errors: Mapping[str, int]) -> int:
+    """Answers below 500 that a flow's check did not expect (a 422 from a malformed search,
+    a 404): failed requests like k6's ``http_req_failed``, though the server answered. The
+    5xx whose checks failed too are already counted as failed requests."""
+    count = 0
+    for reason, n in errors.items():
+        if reason.startswith(CHECK_STATUS):
+            status = reason[len(CHECK_STATUS) :]
+            if not (status.isdigit() and int(status) >= 500):
+                count += n
+    return count
+
+
 def load_figures(summary: Mapping[str, Any], reads: frozenset[str]) -> dict[str, Any]:
     latency = summary.get("latency_ms") or {}
     requests = summary["requests"]
     total = requests["total"]
+    # Errors: no answer, a 5xx, or a status the flow did not expect.
+    failed = requests["failed"] + unexpected_statuses(summary.get("errors") or {})
     duration = summary.get("duration_s") or 0
     endpoints = summary.get("endpoints") or {}
     read_requests = sum(
@@ -422,13 +439,13 @@ def load_figures(summary: Mapping[str, Any], reads: frozenset[str]) -> dict[str,
     )
     return {
         "requests": total,
-        "failed": requests["failed"],
+        "failed": failed,
         "rps": summary.get("rps"),
         "read_rps": read_requests / duration if duration else None,
         "p50_ms": latency.get("p50"),
         "p95_ms": latency.get("p95"),
         "p99_ms": latency.get("p99"),
-        "error_rate": requests["failed"] / total if total else None,
+        "error_rate": failed / total if total else None,
         "errors": summary.get("errors") or {},
         "generator_saturated": (summary.get("generator") or {}).get("saturated"),
         "generator_reasons": (summary.get("generator") or {}).get("reasons") or [],
@@ -441,7 +458,7 @@ def endpoint_table(summary: Mapping[str, Any]) -> dict[str, Any]:
         latency = stats.get("latency_ms") or {}
         table[name] = {
             "requests": stats["requests"]["total"],
-            "failed": stats["requests"]["failed"],
+            "failed": stats["requests"]["failed"] + unexpected_statuses(stats.get("errors") or {}),
             "rps": stats.get("rps"),
             "p50_ms": latency.get("p50"),
             "p95_ms": latency.get("p95"),
