@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
@@ -420,6 +421,42 @@ def test_a_stale_version_is_a_409_and_changes_nothing(login, pg_server, demo_url
         pg_server, demo_url, f"SELECT status, version FROM capital_calls WHERE id = {call_id}"
     )
     assert row == f"overdue|{version + 1}"
+
+
+def test_racing_status_updates_with_one_version_let_exactly_one_win(
+    login, pg_server, demo_url, make_client
+):
+    # Two app instances (two workers) and a thread per request: the statement's own WHERE on
+    # the version decides, on the row PostgreSQL locks, with no transaction around it.
+    clients = [make_client(demo_url), make_client(demo_url)]
+    auths = [login(client, 1) for client in clients]
+    call_id, _, version = first_call(pg_server, demo_url, "issued")
+    targets = ["overdue", "paid", "cancelled", "overdue"] * 2
+    with ThreadPoolExecutor(len(targets)) as pool:
+        answers = list(
+            pool.map(
+                lambda i: set_status(clients[i % 2], auths[i % 2], call_id, targets[i], version),
+                range(len(targets)),
+            )
+        )
+    codes = sorted(response.status_code for response in answers)
+    assert codes == [200] + [409] * (len(targets) - 1)
+    won = next(response.json() for response in answers if response.status_code == 200)
+    assert won["version"] == version + 1
+    for response in answers:
+        if response.status_code == 409:
+            assert response.json()["detail"]["error"] == "version_conflict"
+    row = sql(
+        pg_server, demo_url, f"SELECT status, version FROM capital_calls WHERE id = {call_id}"
+    )
+    assert row == f"{won['status']}|{version + 1}"
+
+
+def test_a_status_update_of_an_unknown_call_is_a_404(login, make_client, demo_url):
+    client = make_client(demo_url)
+    response = set_status(client, login(client, 1), 999999, "issued", 1)
+    assert response.status_code == 404
+    assert response.json()["detail"]["error"] == "not_found"
 
 
 def test_a_status_that_cannot_follow_is_a_409(login, pg_server, demo_url, make_client):

@@ -1,9 +1,15 @@
 """Funds, capital calls and payments: the fund administration half of the API.
 
-Reads are cache-aside (see ``_caching``); every write locks the rows it changes, commits, and
-only then calls ``invalidate_capital_call``. Status changes use optimistic concurrency: the
-client sends the ``version`` it read, and a stale one is answered 409 with the current
-version instead of overwriting someone else's change.
+Reads are cache-aside (see ``_caching``); every write commits before it calls
+``invalidate_capital_call``. Status changes use optimistic concurrency: the client sends the
+``version`` it read, and a stale one is answered 409 with the current version instead of
+overwriting someone else's change.
+
+Creating a call and moving its status are one statement each, run in autocommit: a single
+statement is atomic, so ``BEGIN``, a checking ``SELECT`` and ``COMMIT`` would add three round
+trips and buy nothing. The checks live in the statement (the foreign keys; ``WHERE version =
+... AND status = ANY(...)``, which PostgreSQL re-evaluates on the row it locks), and only a
+statement that changed nothing is followed by a read that says why (404, 409 or 422).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from redline.demo._caching import invalidate_capital_call
@@ -218,22 +225,31 @@ async def search_calls(
     )
 
 
-async def _call_detail(connection: AsyncConnection, call_id: int) -> CallDetail:
-    rows = await fetch_rows(
-        connection,
-        f"""
+def _detail_sql(calls: str, where: str) -> str:
+    """A call's detail (as ``c``) from ``calls``: the table, or a CTE of rows just written."""
+    return f"""
         SELECT {_CALL_COLUMNS},
                (SELECT coalesce(sum(amount), 0)::numeric(18, 2) FROM payments
                 WHERE capital_call_id = c.id) AS paid
-        {_CALL_TABLES}
-        WHERE c.id = :call
-        """,
-        {"call": call_id},
-    )
+        FROM {calls} c
+        JOIN funds f ON f.id = c.fund_id
+        JOIN investors i ON i.id = c.investor_id
+        WHERE {where}
+        """
+
+
+_DETAIL = _detail_sql("capital_calls", "c.id = :call")
+
+
+def _detail(row: Any) -> CallDetail:
+    return CallDetail(**row, outstanding=row["amount"] - row["paid"])
+
+
+async def _call_detail(connection: AsyncConnection, call_id: int) -> CallDetail:
+    rows = await fetch_rows(connection, _DETAIL, {"call": call_id})
     if not rows:
         raise problem(404, "not_found", f"capital call {call_id} does not exist")
-    row = rows[0]
-    return CallDetail(**row, outstanding=row["amount"] - row["paid"])
+    return _detail(rows[0])
 
 
 @router.get("/capital-calls/{call_id}", response_model=CallDetail)
@@ -247,41 +263,54 @@ async def get_call(state: State, call_id: int):
     return await state.cached(f"call:{call_id}", load, f"call:{call_id}")
 
 
+_CREATE = (
+    "WITH created AS (INSERT INTO capital_calls (fund_id, investor_id, amount, due_date, status) "
+    "VALUES (:fund, :investor, :amount, :due, :status) RETURNING *)"
+    + _detail_sql("created", "true")
+)
+
+
 @router.post("/capital-calls", response_model=CallDetail, status_code=201)
 async def create_call(state: State, user: CurrentUser, body: CallCreate):
     """Create a call (draft or issued) for an existing fund and investor."""
-    async with state.engine.begin() as connection:
-        found = (
-            await connection.execute(
-                text(
-                    "SELECT EXISTS (SELECT 1 FROM funds WHERE id = :fund), "
-                    "EXISTS (SELECT 1 FROM investors WHERE id = :investor)"
-                ),
-                {"fund": body.fund_id, "investor": body.investor_id},
-            )
-        ).one()
-        if not found[0]:
-            raise query_error("fund_id", f"fund {body.fund_id} does not exist", "body")
-        if not found[1]:
-            raise query_error("investor_id", f"investor {body.investor_id} does not exist", "body")
-        call_id = await connection.scalar(
-            text(
-                "INSERT INTO capital_calls (fund_id, investor_id, amount, due_date, status) "
-                "VALUES (:fund, :investor, :amount, :due, :status) RETURNING id"
-            ),
-            {
-                "fund": body.fund_id,
-                "investor": body.investor_id,
-                "amount": body.amount,
-                "due": body.due_date,
-                "status": body.status,
-            },
-        )
-        detail = await _call_detail(connection, call_id)
-    await invalidate_capital_call(state.cache, call_id, body.fund_id, body.investor_id)
+    params = {
+        "fund": body.fund_id,
+        "investor": body.investor_id,
+        "amount": body.amount,
+        "due": body.due_date,
+        "status": body.status,
+    }
+    async with state.reader.connect() as connection:
+        try:
+            rows = await fetch_rows(connection, _CREATE, params)
+        except IntegrityError:
+            # A foreign key refused the fund or the investor: say which.
+            rows = None
+        if not rows:
+            await _missing_parent(connection, body.fund_id, body.investor_id)
+    detail = _detail(rows[0])  # type: ignore[index]
+    await invalidate_capital_call(state.cache, detail.id, body.fund_id, body.investor_id)
     response = json_response(json_body(detail), 201)
-    response.headers["location"] = f"/capital-calls/{call_id}"
+    response.headers["location"] = f"/capital-calls/{detail.id}"
     return response
+
+
+async def _missing_parent(connection: AsyncConnection, fund_id: int, investor_id: int) -> None:
+    """Raise the 422 naming the fund or investor that does not exist."""
+    found = (
+        await connection.execute(
+            text(
+                "SELECT EXISTS (SELECT 1 FROM funds WHERE id = :fund), "
+                "EXISTS (SELECT 1 FROM investors WHERE id = :investor)"
+            ),
+            {"fund": fund_id, "investor": investor_id},
+        )
+    ).one()
+    if not found[0]:
+        raise query_error("fund_id", f"fund {fund_id} does not exist", "body")
+    if not found[1]:
+        raise query_error("investor_id", f"investor {investor_id} does not exist", "body")
+    raise problem(409, "conflict", "the call could not be created; try again")
 
 
 async def _lock_call(connection: AsyncConnection, call_id: int, columns: str) -> Any:
@@ -312,6 +341,18 @@ async def _set_status(connection: AsyncConnection, call_id: int, status: str) ->
     )
 
 
+# The statuses a call may come from, per status it moves to.
+_FROM: dict[str, list[str]] = {
+    target: sorted(source for source, nexts in CALL_TRANSITIONS.items() if target in nexts)
+    for target in CALL_TRANSITIONS
+}
+_MOVE = (
+    "WITH moved AS (UPDATE capital_calls SET status = :status, version = version + 1, "
+    "updated_at = now() WHERE id = :call AND version = :version AND status = ANY(:sources) "
+    "RETURNING *)" + _detail_sql("moved", "true")
+)
+
+
 @router.patch("/capital-calls/{call_id}/status", response_model=CallDetail)
 async def update_call_status(state: State, user: CurrentUser, call_id: int, body: CallStatusUpdate):
     """Move a call to another status, if ``version`` is still the current one.
@@ -320,34 +361,57 @@ async def update_call_status(state: State, user: CurrentUser, call_id: int, body
     the client read it; 409 ``invalid_transition`` when the status cannot follow the
     current one (paid and cancelled are final).
     """
-    async with state.engine.begin() as connection:
-        status, version, fund_id, investor_id = await _lock_call(
-            connection, call_id, "status, version, fund_id, investor_id"
-        )
-        if version != body.version:
-            raise problem(
-                409,
-                "version_conflict",
-                f"capital call {call_id} is at version {version}, not {body.version}; "
-                "read it again and retry",
-                current_version=version,
-            )
-        if body.status not in CALL_TRANSITIONS[status]:
-            allowed = sorted(CALL_TRANSITIONS[status]) or ["none: it is final"]
-            raise problem(
-                409,
-                "invalid_transition",
-                f"capital call {call_id} cannot go from {status} to {body.status}; "
-                f"allowed: {', '.join(allowed)}",
-                current_status=status,
-            )
-        await _set_status(connection, call_id, body.status)
-        detail = await _call_detail(connection, call_id)
-    await invalidate_capital_call(state.cache, call_id, fund_id, investor_id)
+    params = {
+        "status": body.status,
+        "call": call_id,
+        "version": body.version,
+        "sources": _FROM[body.status],
+    }
+    async with state.reader.connect() as connection:
+        rows = await fetch_rows(connection, _MOVE, params)
+        if not rows:
+            await _why_not_moved(connection, call_id, body)
+    detail = _detail(rows[0])
+    await invalidate_capital_call(state.cache, call_id, detail.fund_id, detail.investor_id)
     return json_response(json_body(detail))
 
 
+async def _why_not_moved(connection: AsyncConnection, call_id: int, body: CallStatusUpdate) -> None:
+    """Raise the 404 or 409 that explains why the status update matched no row."""
+    row = (
+        await connection.execute(
+            text("SELECT status, version FROM capital_calls WHERE id = :call"), {"call": call_id}
+        )
+    ).first()
+    if row is None:
+        raise problem(404, "not_found", f"capital call {call_id} does not exist")
+    status, version = row
+    if version != body.version:
+        raise problem(
+            409,
+            "version_conflict",
+            f"capital call {call_id} is at version {version}, not {body.version}; "
+            "read it again and retry",
+            current_version=version,
+        )
+    allowed = sorted(CALL_TRANSITIONS[status]) or ["none: it is final"]
+    raise problem(
+        409,
+        "invalid_transition",
+        f"capital call {call_id} cannot go from {status} to {body.status}; "
+        f"allowed: {', '.join(allowed)}",
+        current_status=status,
+    )
+
+
 # -- payments -------------------------------------------------------------------------------
+
+
+_PAYMENTS = (
+    "SELECT p.id, p.capital_call_id, p.amount, p.reference, p.paid_at FROM capital_calls c "
+    "LEFT JOIN payments p ON p.capital_call_id = c.id WHERE c.id = :call "
+    "ORDER BY p.paid_at, p.id"
+)
 
 
 @router.get("/capital-calls/{call_id}/payments", response_model=PaymentList)
@@ -356,19 +420,12 @@ async def list_payments(state: State, call_id: int):
 
     async def load() -> bytes:
         async with state.reader.connect() as connection:
-            exists = await connection.scalar(
-                text("SELECT EXISTS (SELECT 1 FROM capital_calls WHERE id = :call)"),
-                {"call": call_id},
-            )
-            if not exists:
-                raise problem(404, "not_found", f"capital call {call_id} does not exist")
-            rows = await fetch_rows(
-                connection,
-                "SELECT id, capital_call_id, amount, reference, paid_at FROM payments "
-                "WHERE capital_call_id = :call ORDER BY paid_at, id",
-                {"call": call_id},
-            )
-        return json_body(PaymentList(items=[PaymentOut.model_validate(row) for row in rows]))
+            # One round trip: no row means no such call, a row of NULLs a call with no payment.
+            rows = await fetch_rows(connection, _PAYMENTS, {"call": call_id})
+        if not rows:
+            raise problem(404, "not_found", f"capital call {call_id} does not exist")
+        items = [PaymentOut.model_validate(row) for row in rows if row["id"] is not None]
+        return json_body(PaymentList(items=items))
 
     return await state.cached(f"call:{call_id}:payments", load, f"call:{call_id}")
 
