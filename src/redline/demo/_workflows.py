@@ -147,8 +147,8 @@ async def list_executions(
     async def load() -> bytes:
         where = Where("workflow_id = :workflow", workflow=workflow_id)
         where.add("status = :status", status=status)
+        await _workflow_body(state, workflow_id)  # 404 for an unknown workflow; usually cached
         async with state.reader.connect() as connection:
-            await _workflow(connection, workflow_id)
             page = await fetch_page(
                 connection,
                 ExecutionPage,
