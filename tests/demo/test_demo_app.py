@@ -118,6 +118,32 @@ def test_metrics_cover_requests_queries_and_the_cache(demo_url, make_client, cac
     assert "/_redline" not in client.get("/metrics").text
 
 
+def test_reads_on_the_driver_connection_count_as_queries_and_database_reads(demo_url, make_client):
+    # Hot reads bypass SQLAlchemy's execution (read_rows); they must still be measured.
+    registry = monitor.Registry()
+    client = make_client(demo_url, metrics=True, registry=registry)
+    for path in ("/capital-calls/1", "/capital-calls/1/payments", "/dashboard"):
+        assert client.get(path).status_code == 200, path
+    text = client.get("/metrics").text
+    assert 'db_queries_total{engine="demo",operation="SELECT"} 3.0' in text
+    timed = [line for line in text.splitlines() if line.startswith("db_query_duration_seconds")]
+    assert 'db_query_duration_seconds_count{engine="demo",operation="SELECT"} 3' in timed, timed
+    assert 'demo_read_requests_total{served_by="database"} 3.0' in text
+
+
+def test_a_read_over_the_timeout_counts_as_a_query_error(demo_url, make_client):
+    registry = monitor.Registry()
+    client = make_client(demo_url, metrics=True, registry=registry, statement_timeout=0.2)
+    with psycopg.connect(demo_url) as blocker:
+        blocker.execute("LOCK TABLE capital_calls IN ACCESS EXCLUSIVE MODE")
+        response = client.get("/capital-calls/1")
+        assert response.status_code == 503
+        assert response.json()["detail"]["error"] == "database_unavailable"
+    assert client.get("/capital-calls/1").status_code == 200
+    text = client.get("/metrics").text
+    assert 'db_query_errors_total{engine="demo",error="QueryCanceledError"} 1.0' in text
+
+
 def test_without_metrics_there_is_no_metrics_endpoint(demo_url, make_client):
     client = make_client(demo_url)
     assert client.get("/metrics").status_code == 404

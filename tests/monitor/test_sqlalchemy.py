@@ -179,6 +179,47 @@ def test_every_statement_is_counted_once_by_operation(make_driver, instrument, r
     )
 
 
+def test_statements_sent_on_the_driver_connection_are_recorded_by_hand(
+    pg_url, instrument, registry
+):
+    driver = AsyncDriver(pg_url, pool_size=1)
+    engine_monitor = instrument(driver, slow_query_seconds=0.05)
+
+    async def raw(sql, *args):
+        async with driver.engine.connect() as conn:
+            connection = (await conn.get_raw_connection()).driver_connection
+            started = time.perf_counter()
+            try:
+                rows = await connection.fetch(sql, *args)
+            except Exception as exc:
+                engine_monitor.record(sql, time.perf_counter() - started, exc)
+                raise
+            engine_monitor.record(sql, time.perf_counter() - started)
+            return rows
+
+    try:
+        rows = driver.runner.run(raw("SELECT $1::int + 1 AS n, pg_sleep(0.06)", 41))
+        assert rows[0]["n"] == 42
+        with pytest.raises(Exception) as raised:
+            driver.runner.run(raw("SELECT 1 / 0"))
+        # SQLAlchemy's events saw neither statement; record() counted both, and the error.
+        assert queries(registry)["SELECT"] == 2
+        duration = sample(registry, "db_query_duration_seconds", engine="main", operation="SELECT")
+        assert duration.count == 2 and duration.sum >= 0.06
+        error = type(raised.value).__name__
+        assert error == "DivisionByZeroError"
+        assert sample(registry, "db_query_errors_total", engine="main", error=error) == 1
+        assert [entry.statement for entry in engine_monitor.slow_queries()] == [
+            "SELECT ?::int + ? AS n, pg_sleep(?)"
+        ]
+        engine_monitor.close()
+        engine_monitor.record("SELECT 1", 0.001)  # after close: ignored
+        assert queries(registry)["SELECT"] == 2
+    finally:
+        driver.dispose()
+        driver.runner.close()
+
+
 def test_an_executemany_is_one_execution(make_driver, instrument, registry):
     driver = make_driver()
     driver.execute("CREATE TABLE items (id int)")

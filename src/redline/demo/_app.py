@@ -30,6 +30,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
@@ -122,15 +123,15 @@ def create_app(settings: Settings) -> FastAPI:
                     f"Cannot reach the database at {redact(settings.dsn)}: {exc}"
                 ) from exc
             revision = _check_revision(settings, found)
+            db = None
             if settings.metrics:
-                instruments.append(
-                    monitor.instrument_engine(engine, name="demo", registry=registry)
-                )
+                db = monitor.instrument_engine(engine, name="demo", registry=registry)
+                instruments.append(db)
                 instruments.append(EngineWatch(engine))
                 if settings.cache != "none":
                     metrics = monitor.instrument_cache(cache, name="demo", registry=registry)
                     instruments.append(_Removal(metrics, "demo"))
-            app.state.demo = DemoState(settings, engine, cache, revision)
+            app.state.demo = DemoState(settings, engine, cache, revision, db=db)
             if shared is not None:
                 shared.start()
                 instruments.append(shared)
@@ -168,7 +169,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(_users.router)
     app.add_api_route("/health", health, methods=["GET"], tags=["operations"])
     app.add_exception_handler(sa_exc.DBAPIError, _database_error)
-    for error in (sa_exc.TimeoutError, OSError):
+    # Reads run on the driver's connection (``read_rows``): its errors are asyncpg's own.
+    app.add_exception_handler(asyncpg.PostgresError, _database_error)
+    for error in (sa_exc.TimeoutError, OSError, asyncpg.InterfaceError):
         app.add_exception_handler(error, _unavailable)
     if settings.http_cache:
         # Added before the metrics middleware, so it runs inside it.
@@ -228,17 +231,19 @@ _TRANSIENT_CLASSES = ("08", "53", "57")
 _TRANSIENT_STATES = ("40001", "40P01")
 
 
-def _is_transient(exc: sa_exc.DBAPIError) -> bool:
-    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
-        return True
-    if exc.connection_invalidated:
-        return True
-    state = getattr(exc.orig, "sqlstate", None) or ""
+def _is_transient(exc: Exception) -> bool:
+    if isinstance(exc, sa_exc.DBAPIError):
+        if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+            return True
+        if exc.connection_invalidated:
+            return True
+        exc = exc.orig  # type: ignore[assignment]
+    state = getattr(exc, "sqlstate", None) or ""
     return state.startswith(_TRANSIENT_CLASSES) or state in _TRANSIENT_STATES
 
 
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
-    if isinstance(exc, sa_exc.DBAPIError) and _is_transient(exc):
+    if _is_transient(exc):
         return await _unavailable(request, exc)
     _log.error("%s %s: database error", request.method, request.url.path, exc_info=exc)
     return JSONResponse(

@@ -86,7 +86,7 @@ async def list_funds(
         where.add("currency = :currency", currency=currency)
         where.add("vintage_year = :vintage", vintage=vintage_year)
         return await page_body(
-            state.reader,
+            state,
             FundPage,
             "SELECT id, name, vintage_year, currency, target_size FROM funds "
             f"WHERE {where} ORDER BY id",
@@ -170,7 +170,7 @@ async def list_calls(
         where.add("c.due_date >= :due_from", due_from=due_from)
         where.add("c.due_date <= :due_to", due_to=due_to)
         return await page_body(
-            state.reader,
+            state,
             CallPage,
             f"SELECT {_CALL_COLUMNS} {_CALL_TABLES} WHERE {where} ORDER BY c.due_date, c.id",
             where.params,
@@ -206,7 +206,7 @@ async def search_calls(
 
     async def load() -> bytes:
         return await page_body(
-            state.reader,
+            state,
             CallPage,
             f"""
             SELECT {_CALL_COLUMNS} {_CALL_TABLES}
@@ -245,20 +245,15 @@ def _detail(row: Any) -> CallDetail:
     return CallDetail(**row, outstanding=row["amount"] - row["paid"])
 
 
-async def _call_detail(connection: AsyncConnection, call_id: int) -> CallDetail:
-    rows = await fetch_rows(connection, _DETAIL, {"call": call_id})
-    if not rows:
-        raise problem(404, "not_found", f"capital call {call_id} does not exist")
-    return _detail(rows[0])
-
-
 @router.get("/capital-calls/{call_id}", response_model=CallDetail)
 async def get_call(state: State, call_id: int):
     """One call, with what has been paid on it."""
 
     async def load() -> bytes:
-        async with state.reader.connect() as connection:
-            return json_body(await _call_detail(connection, call_id))
+        rows = await state.read(_DETAIL, {"call": call_id})
+        if not rows:
+            raise problem(404, "not_found", f"capital call {call_id} does not exist")
+        return json_body(_detail(rows[0]))
 
     return await state.cached(f"call:{call_id}", load, f"call:{call_id}")
 
@@ -419,9 +414,8 @@ async def list_payments(state: State, call_id: int):
     """The payments made on one call, oldest first."""
 
     async def load() -> bytes:
-        async with state.reader.connect() as connection:
-            # One round trip: no row means no such call, a row of NULLs a call with no payment.
-            rows = await fetch_rows(connection, _PAYMENTS, {"call": call_id})
+        # One round trip: no row means no such call, a row of NULLs a call with no payment.
+        rows = await state.read(_PAYMENTS, {"call": call_id})
         if not rows:
             raise problem(404, "not_found", f"capital call {call_id} does not exist")
         items = [PaymentOut.model_validate(row) for row in rows if row["id"] is not None]

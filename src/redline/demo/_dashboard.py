@@ -19,7 +19,6 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from sqlalchemy import text
 
 from redline.demo._state import State, json_body
 from redline.demo.schemas import Dashboard, SeriesPoint, StatusTotal
@@ -94,9 +93,7 @@ async def dashboard(state: State, fund_id: Annotated[int | None, Query(ge=1)] = 
     source = state.settings.dashboard_source
 
     async def load() -> bytes:
-        async with state.reader.connect() as connection:
-            result = await connection.execute(text(_sql(source, fund_id)), {"fund": fund_id})
-            rows = list(result.mappings())
+        rows = await state.read(_sql(source, fund_id), {"fund": fund_id})
         return json_body(build(source, fund_id, rows))
 
     tags = dashboard_tags(source, fund_id)

@@ -4,10 +4,10 @@ Every list endpoint answers the same way: the rows of one query in a fixed order
 at a time from ``offset``, and ``next_offset`` for the following page (``null`` on the last).
 A page fetches ``limit + 1`` rows, so whether another page follows costs no ``count(*)``.
 
-``page_body`` answers a list in one call: a connection, the page, its JSON bytes (what the
-cache stores). ``fetch_page`` is the page alone, for a route that reads more on the same
-connection. Filters are built with ``Where``: each condition names its parameter, whose
-value is bound, never written into the SQL; a filter the client left out adds nothing.
+``page_body`` answers a list in one call: the page as its JSON bytes (what the cache
+stores). ``fetch_page`` is the page model alone. Filters are built with ``Where``: each
+condition names its parameter, whose value is bound, never written into the SQL; a filter
+the client left out adds nothing.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from collections.abc import Mapping
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Query
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from redline.demo._state import fetch_rows, json_body
+from redline.demo._state import DemoState, json_body
 from redline.demo.schemas import Page
 
 MAX_OFFSET = 100_000
@@ -64,7 +63,7 @@ def next_offset(rows: list[Any], limit: int, offset: int) -> int | None:
 
 
 async def fetch_page(
-    connection: AsyncConnection,
+    state: DemoState,
     page: type[P],
     sql: str,
     params: Mapping[str, Any],
@@ -74,10 +73,10 @@ async def fetch_page(
     """The ``page`` model of ``sql``'s rows from ``offset``, at most ``limit`` of them.
 
     ``sql`` is a query ending in its ``ORDER BY`` (a page needs a fixed order); this appends
-    ``LIMIT :limit OFFSET :offset`` and binds them with ``params``.
+    ``LIMIT :limit OFFSET :offset`` and binds them with ``params``. Read on a connection of
+    its own, in autocommit (``DemoState.read``).
     """
-    rows = await fetch_rows(
-        connection,
+    rows = await state.read(
         f"{sql} LIMIT :limit OFFSET :offset",
         {**params, "limit": limit + 1, "offset": offset},
     )
@@ -88,13 +87,12 @@ async def fetch_page(
 
 
 async def page_body(
-    engine: AsyncEngine,
+    state: DemoState,
     page: type[Page],
     sql: str,
     params: Mapping[str, Any],
     limit: int,
     offset: int,
 ) -> bytes:
-    """``fetch_page`` on a connection of its own, as the JSON body a route answers."""
-    async with engine.connect() as connection:
-        return json_body(await fetch_page(connection, page, sql, params, limit, offset))
+    """``fetch_page`` as the JSON body a route answers."""
+    return json_body(await fetch_page(state, page, sql, params, limit, offset))

@@ -30,10 +30,15 @@ _CURRENT: ContextVar[list[bool] | None] = ContextVar("redline_demo_read", defaul
 METRIC = "demo_read_requests_total"
 
 
-def _touched(*args: Any) -> None:
+def mark_database_read(*args: Any) -> None:
+    """The current request ran a statement (also called for statements sent on the driver's
+    own connection, which fire no SQLAlchemy event)."""
     flag = _CURRENT.get()
     if flag is not None:
         flag[0] = True
+
+
+_touched = mark_database_read
 
 
 class EngineWatch:

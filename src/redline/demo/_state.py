@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from time import perf_counter
 from typing import Annotated, Any, NamedTuple
 
+import asyncpg
 from fastapi import Depends, HTTPException, Request, Response
 from pydantic import BaseModel
 from sqlalchemy import text
@@ -20,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from redline.demo._auth import token_hash
 from redline.demo._caching import CacheLike
+from redline.demo._reads import mark_database_read
 from redline.demo._settings import Settings
 
 SESSION_COOKIE = "redline_session"
@@ -39,10 +43,16 @@ class DemoState:
     engine: AsyncEngine
     cache: CacheLike
     revision: str
+    db: Any = None  # the engine's EngineMonitor, when metrics are on
     reader: AsyncEngine = dataclasses.field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    async def read(self, sql: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The rows of the read ``sql``, on a connection of their own (``read_rows``)."""
+        async with self.reader.connect() as connection:
+            return await read_rows(connection, sql, params, self.db)
 
     async def cached(
         self, key: str, loader: Callable[[], Awaitable[bytes]], *tags: str, ttl: float | None = None
@@ -73,6 +83,57 @@ def json_response(body: bytes, status_code: int = 200) -> Response:
 def problem(status_code: int, error: str, message: str, **extra: Any) -> HTTPException:
     """An error answered as ``{"detail": {"error": ..., "message": ..., ...}}``."""
     return HTTPException(status_code, detail={"error": error, "message": message, **extra})
+
+
+# Reads go to the driver's own connection: SQLAlchemy's Core layer (statement compilation
+# and caching, result processing, the greenlet hop, events) costs the app about as much CPU
+# again as the round trip itself, per statement, for text it adds nothing to. The pool, its
+# metrics and the transaction rules stay SQLAlchemy's; the statement is timed into the
+# engine's metrics by hand (``EngineMonitor.record``) and marks the request as served by the
+# database. ``:name`` parameters become asyncpg's ``$n`` by text()'s own rule for a bind.
+_BIND = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")
+# Driver errors after which the connection cannot be trusted: the pool must drop it.
+_BROKEN = (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError)
+
+
+@functools.lru_cache(maxsize=1024)
+def positional(sql: str) -> tuple[str, tuple[str, ...]]:
+    """``sql`` with its ``:name`` parameters as ``$1``, ``$2``, ..., and the names in order."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in names:
+            names.append(name)
+        return f"${names.index(name) + 1}"
+
+    return _BIND.sub(number, sql), tuple(names)
+
+
+async def read_rows(
+    connection: AsyncConnection, sql: str, params: Mapping[str, Any], db: Any = None
+) -> list[dict[str, Any]]:
+    """Every row of the read ``sql`` as a dict, sent on the driver's connection; ``db`` is the
+    engine's ``EngineMonitor`` (None when metrics are off)."""
+    query, names = positional(sql)
+    try:
+        args = [params[name] for name in names]
+    except KeyError as missing:
+        raise ValueError(f"statement parameter {missing} has no value: {sql!r}") from None
+    driver = (await connection.get_raw_connection()).driver_connection
+    mark_database_read()
+    started = perf_counter()
+    try:
+        records = await driver.fetch(query, *args)
+    except BaseException as exc:
+        if db is not None:
+            db.record(sql, perf_counter() - started, exc)
+        if isinstance(exc, _BROKEN):
+            await connection.invalidate(exc)
+        raise
+    if db is not None:
+        db.record(sql, perf_counter() - started)
+    return [dict(record) for record in records]
 
 
 # ``text()`` parses its bind parameters with a regular expression; the demo's statements are a
@@ -117,21 +178,16 @@ async def current_user(request: Request, state: State) -> SessionUser:
     digest = token_hash(token).hex()
 
     async def load() -> list[Any]:
-        async with state.reader.connect() as connection:
-            row = (
-                await connection.execute(
-                    text(
-                        "SELECT s.user_id, extract(epoch FROM s.expires_at), u.investor_id "
-                        "FROM sessions s JOIN users u ON u.id = s.user_id "
-                        "WHERE s.token_hash = :hash"
-                    ),
-                    {"hash": bytes.fromhex(digest)},
-                )
-            ).first()
-        if row is None:
+        rows = await state.read(
+            "SELECT s.user_id, extract(epoch FROM s.expires_at) AS expires, u.investor_id "
+            "FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = :hash",
+            {"hash": bytes.fromhex(digest)},
+        )
+        if not rows:
             # Raised, not returned: unknown tokens must not fill the cache.
             raise _UnknownSession
-        return [row[0], float(row[1]), row[2]]
+        row = rows[0]
+        return [row["user_id"], float(row["expires"]), row["investor_id"]]
 
     try:
         session = await state.cache.get_or_set(

@@ -23,7 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from redline.demo._caching import invalidate_workflow, invalidate_workflow_runs
-from redline.demo._paging import Limit, Offset, Where, fetch_page, page_body
+from redline.demo._paging import Limit, Offset, Where, page_body
 from redline.demo._state import (
     CurrentUser,
     State,
@@ -105,7 +105,7 @@ async def list_workflows(
         where.add("trigger = :trigger", trigger=trigger)
         where.add("owner_id = :owner", owner=owner_id)
         return await page_body(
-            state.reader,
+            state,
             WorkflowPage,
             f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE {where} ORDER BY id",
             where.params,
@@ -127,8 +127,13 @@ async def _workflow_body(state: State, workflow_id: int) -> bytes:
     """The workflow's JSON, cache-aside: what ``GET /workflows/{id}`` answers."""
 
     async def load() -> bytes:
-        async with state.reader.connect() as connection:
-            return json_body(WorkflowOut.model_validate(await _workflow(connection, workflow_id)))
+        rows = await state.read(
+            f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE id = :workflow",
+            {"workflow": workflow_id},
+        )
+        if not rows:
+            raise problem(404, "not_found", f"workflow {workflow_id} does not exist")
+        return json_body(WorkflowOut.model_validate(rows[0]))
 
     key = f"workflow:{workflow_id}"
     return await state.cache.get_or_set(key, load, ttl=state.settings.cache_ttl, tags=(key,))
@@ -148,17 +153,15 @@ async def list_executions(
         where = Where("workflow_id = :workflow", workflow=workflow_id)
         where.add("status = :status", status=status)
         await _workflow_body(state, workflow_id)  # 404 for an unknown workflow; usually cached
-        async with state.reader.connect() as connection:
-            page = await fetch_page(
-                connection,
-                ExecutionPage,
-                f"SELECT {_EXECUTION_COLUMNS} FROM workflow_executions WHERE {where} "
-                "ORDER BY queued_at DESC, id DESC",
-                where.params,
-                limit,
-                offset,
-            )
-        return json_body(page)
+        return await page_body(
+            state,
+            ExecutionPage,
+            f"SELECT {_EXECUTION_COLUMNS} FROM workflow_executions WHERE {where} "
+            "ORDER BY queued_at DESC, id DESC",
+            where.params,
+            limit,
+            offset,
+        )
 
     key = f"workflow:{workflow_id}:executions:{status}:{limit}:{offset}"
     return await state.cached(key, load, f"workflow:{workflow_id}:runs")
@@ -246,7 +249,7 @@ async def list_retries(
         where = Where("status = :status", status=status)
         where.add("workflow_id = :workflow", workflow=workflow_id)
         return await page_body(
-            state.reader,
+            state,
             RetryPage,
             f"SELECT {_RETRY_COLUMNS} FROM workflow_retries WHERE {where} "
             "ORDER BY next_attempt_at, id",

@@ -568,6 +568,19 @@ class EngineMonitor:
         state = "closed" if self._closed else "open"
         return f"<EngineMonitor {self.name!r} of {self._engine!r}, {state}>"
 
+    def record(self, statement: str, seconds: float, error: BaseException | None = None) -> None:
+        """Count a statement that ran outside SQLAlchemy's execution, and so fired none of
+        its events: one sent on the driver's own connection
+        (``(await conn.get_raw_connection()).driver_connection``), which a hot read path may
+        do to skip the Core layer's work per statement. It lands in the same metrics and
+        slow-query log as the engine's own statements; with ``error`` (what it raised) it
+        also counts in ``db_query_errors_total``, by the class name. Ignored once closed."""
+        if self._closed:
+            return
+        if error is not None:
+            self._errors.labels(self.name, type(error).__name__).inc()
+        self._record(statement, seconds)
+
     def slow_queries(self) -> list[SlowQuery]:
         """This engine's slow-query log, worst first."""
         return _worst_first(self._slow_log.entries())
