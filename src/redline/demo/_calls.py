@@ -18,9 +18,9 @@ import datetime as dt
 from decimal import Decimal
 from typing import Annotated, Any
 
+import asyncpg
 from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from redline.demo._caching import invalidate_capital_call
@@ -275,15 +275,14 @@ async def create_call(state: State, user: CurrentUser, body: CallCreate):
         "due": body.due_date,
         "status": body.status,
     }
-    async with state.reader.connect() as connection:
-        try:
-            rows = await fetch_rows(connection, _CREATE, params)
-        except IntegrityError:
-            # A foreign key refused the fund or the investor: say which.
-            rows = None
-        if not rows:
+    try:
+        rows = await state.write(_CREATE, params)
+    except asyncpg.ForeignKeyViolationError:
+        # A foreign key refused the fund or the investor: say which.
+        async with state.reader.connect() as connection:
             await _missing_parent(connection, body.fund_id, body.investor_id)
-    detail = _detail(rows[0])  # type: ignore[index]
+        raise
+    detail = _detail(rows[0])
     await invalidate_capital_call(state.cache, detail.id, body.fund_id, body.investor_id)
     response = json_response(json_body(detail), 201)
     response.headers["location"] = f"/capital-calls/{detail.id}"
@@ -362,9 +361,9 @@ async def update_call_status(state: State, user: CurrentUser, call_id: int, body
         "version": body.version,
         "sources": _FROM[body.status],
     }
-    async with state.reader.connect() as connection:
-        rows = await fetch_rows(connection, _MOVE, params)
-        if not rows:
+    rows = await state.write(_MOVE, params)
+    if not rows:
+        async with state.reader.connect() as connection:
             await _why_not_moved(connection, call_id, body)
     detail = _detail(rows[0])
     await invalidate_capital_call(state.cache, call_id, detail.fund_id, detail.investor_id)

@@ -54,6 +54,9 @@ class DemoState:
         async with self.reader.connect() as connection:
             return await read_rows(connection, sql, params, self.db)
 
+    # A write that is one statement runs the same way: in autocommit it is atomic by itself.
+    write = read
+
     async def cached(
         self, key: str, loader: Callable[[], Awaitable[bytes]], *tags: str, ttl: float | None = None
     ) -> Response:

@@ -173,14 +173,12 @@ async def _execute(state: State, workflow: Any, attempt: int) -> ExecutionOut:
     Each record is one statement in autocommit (atomic by itself): a transaction around it
     would add a ``BEGIN`` and a ``COMMIT`` round trip and change nothing.
     """
-    async with state.reader.connect() as connection:
-        execution_id = await connection.scalar(
-            text(
-                "INSERT INTO workflow_executions (workflow_id, status, attempt, started_at) "
-                "VALUES (:workflow, 'running', :attempt, now()) RETURNING id"
-            ),
-            {"workflow": workflow["id"], "attempt": attempt},
-        )
+    started_row = await state.write(
+        "INSERT INTO workflow_executions (workflow_id, status, attempt, started_at) "
+        "VALUES (:workflow, 'running', :attempt, now()) RETURNING id",
+        {"workflow": workflow["id"], "attempt": attempt},
+    )
+    execution_id = started_row[0]["id"]
     started = time.perf_counter()
     # The steps take their time in one sleep: a timer per step would cost the process a
     # wake-up each, CPU that no real workflow engine's caller spends while it waits.
@@ -188,19 +186,17 @@ async def _execute(state: State, workflow: Any, attempt: int) -> ExecutionOut:
     failed = fails(workflow["id"], execution_id, attempt, workflow["failure_rate"])
     duration_ms = round((time.perf_counter() - started) * 1000)
     error = f"step {workflow['steps']} failed (simulated, attempt {attempt})" if failed else None
-    async with state.reader.connect() as connection:
-        rows = await fetch_rows(
-            connection,
-            "UPDATE workflow_executions SET status = :status, finished_at = now(), "
-            "duration_ms = :duration, error = :error "
-            f"WHERE id = :id RETURNING {_EXECUTION_COLUMNS}",
-            {
-                "status": "failed" if failed else "succeeded",
-                "duration": duration_ms,
-                "error": error,
-                "id": execution_id,
-            },
-        )
+    rows = await state.write(
+        "UPDATE workflow_executions SET status = :status, finished_at = now(), "
+        "duration_ms = :duration, error = :error "
+        f"WHERE id = :id RETURNING {_EXECUTION_COLUMNS}",
+        {
+            "status": "failed" if failed else "succeeded",
+            "duration": duration_ms,
+            "error": error,
+            "id": execution_id,
+        },
+    )
     return ExecutionOut.model_validate(rows[0])
 
 
@@ -216,21 +212,18 @@ async def run_workflow(state: State, user: CurrentUser, workflow_id: int):
     workflow = orjson.loads(await _workflow_body(state, workflow_id))
     execution = await _execute(state, workflow, attempt=1)
     if execution.status == "failed":
-        async with state.reader.connect() as connection:
-            await connection.execute(
-                text(
-                    "INSERT INTO workflow_retries (workflow_id, execution_id, attempts, status, "
-                    "last_error, next_attempt_at) VALUES (:workflow, :execution, 1, :status, "
-                    "CAST(:error AS text), now() + :backoff)"
-                ),
-                {
-                    "workflow": workflow_id,
-                    "execution": execution.id,
-                    "status": "dead" if workflow["max_attempts"] <= 1 else "pending",
-                    "error": execution.error,
-                    "backoff": _backoff(1),
-                },
-            )
+        await state.write(
+            "INSERT INTO workflow_retries (workflow_id, execution_id, attempts, status, "
+            "last_error, next_attempt_at) VALUES (:workflow, :execution, 1, :status, "
+            "CAST(:error AS text), now() + :backoff)",
+            {
+                "workflow": workflow_id,
+                "execution": execution.id,
+                "status": "dead" if workflow["max_attempts"] <= 1 else "pending",
+                "error": execution.error,
+                "backoff": _backoff(1),
+            },
+        )
     await invalidate_workflow_runs(state.cache, workflow_id)
     return json_response(json_body(execution), 201)
 
