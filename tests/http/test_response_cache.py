@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from redline._servers import RedisServer
 from redline.cache import Cache
-from redline.http import CachePolicy, HTTPCacheMiddleware, strong_etag
+from redline.http import CachePolicy, HTTPCacheMiddleware, filling_response_cache, strong_etag
 from redline.http._middleware import CacheRouteError
 
 PUBLIC = CachePolicy("public", max_age=60, tags=("fund:{fund_id}", "funds"))
@@ -636,3 +636,31 @@ def test_under_uvicorn_users_stay_apart_and_hits_skip_the_handler(redis_url: str
     assert alice_again.headers["x-cache"] == "HIT"
     assert second.headers["x-cache"] == "HIT" and second.content == first.content
     assert backend.runs == ["/me", "/me", "/funds/3"]
+
+
+async def test_a_handler_knows_when_its_answer_fills_the_response_cache(cache: Cache) -> None:
+    seen: list[tuple[str, bool]] = []
+
+    async def report(request: Request) -> Response:
+        seen.append((request.url.path, filling_response_cache()))
+        return PlainTextResponse("ok")
+
+    app = Starlette(
+        routes=[Route("/funds/{fund_id}", report), Route("/plain", report)],
+        middleware=[
+            Middleware(
+                HTTPCacheMiddleware,
+                policies={"/funds/*": CachePolicy("public", max_age=60, tags=("fund:{fund_id}",))},
+                cache=cache,
+            )
+        ],
+    )
+    async with client_for(app) as client:
+        assert (await client.get("/funds/1")).headers["x-cache"] == "MISS"
+        assert (await client.get("/funds/1")).headers["x-cache"] == "HIT"  # no handler run
+        credentialed = await client.get("/funds/2", headers={"Authorization": "Bearer t"})
+        assert credentialed.headers["x-cache"] == "BYPASS"
+        await client.get("/plain")
+    # Only the miss was filling the cache; a bypass or a route without a policy is not.
+    assert seen == [("/funds/1", True), ("/funds/2", False), ("/plain", False)]
+    assert filling_response_cache() is False

@@ -25,6 +25,7 @@ from redline.demo._auth import token_hash
 from redline.demo._caching import CacheLike
 from redline.demo._reads import mark_database_read
 from redline.demo._settings import Settings
+from redline.http import filling_response_cache
 
 SESSION_COOKIE = "redline_session"
 
@@ -60,7 +61,14 @@ class DemoState:
     async def cached(
         self, key: str, loader: Callable[[], Awaitable[bytes]], *tags: str, ttl: float | None = None
     ) -> Response:
-        """The JSON response cached under ``key`` with ``tags``, loading it on a miss."""
+        """The JSON response cached under ``key`` with ``tags``, loading it on a miss.
+
+        When the response cache is filling with this very body (an anonymous read it missed),
+        the body is loaded without a second copy in the data cache: the response cache keeps
+        it under the same tags, and the copy would cost a Redis lookup and write per miss.
+        """
+        if filling_response_cache():
+            return json_response(await loader())
         body = await self.cache.get_or_set(
             key, loader, ttl=self.settings.cache_ttl if ttl is None else ttl, tags=tags
         )

@@ -39,6 +39,7 @@ from redline.http._purge import (
     SyncPurger,
     VarnishPurger,
 )
+from redline.http._response_cache import filling_response_cache
 from redline.http._surrogate import SurrogateKeyError, check_surrogate_tags, surrogate_headers
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "cache_policy",
     "check_surrogate_tags",
     "etag_matches",
+    "filling_response_cache",
     "http_date",
     "is_compressible",
     "negotiate_encoding",

@@ -39,6 +39,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from functools import lru_cache
@@ -57,6 +58,21 @@ if TYPE_CHECKING:
     from redline.http._middleware import HTTPCacheMiddleware, Receive
 
 log = logging.getLogger("redline.http")
+_FILLING: ContextVar[bool] = ContextVar("redline.http.filling", default=False)
+
+
+def filling_response_cache() -> bool:
+    """True while the handler runs to fill the response cache (a miss, or a background
+    refresh of a stale entry): what it answers is about to be stored, under the route's tags,
+    and served without the handler until they are invalidated. A handler that also caches
+    the same data itself (cache-aside under the same tags) may skip that second copy: it
+    would cost a cache lookup and a write on every miss and serve nothing the response cache
+    does not. False for a request that bypasses the response cache (a session cookie, a
+    route without a shared policy), where the handler's own cache is what there is. If the
+    response turns out not storable (an error status, ``Set-Cookie``), nothing is kept."""
+    return _FILLING.get()
+
+
 Validators = tuple[str | None, datetime | None]
 
 DEFAULT_IGNORED_QUERY = ("utm_*", "fbclid", "gclid", "msclkid")
@@ -356,6 +372,7 @@ class ResponseCache:
             ],
         }
         capture = _Capture(self, exchange, key, send, stale, flight)
+        filling = _FILLING.set(True)
         try:
             await self.middleware.run(exchange, app_scope, receive, capture.send)
         except Exception:
@@ -365,6 +382,8 @@ class ResponseCache:
                 "route %s failed; serving its stale response (stale-if-error)", exchange.template
             )
             await capture.serve_stale()
+        finally:
+            _FILLING.reset(filling)
 
     def refresh_later(self, exchange: Exchange, key: _Key, entry: dict[str, Any]) -> None:
         """Refresh ``key`` in the background, once however many stale hits ask."""
