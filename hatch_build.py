@@ -1,20 +1,25 @@
 """Build hook: compile redline's optional C extensions when a C compiler is at hand.
 
-redline runs without them: each one has a pure-Python twin that does the same work, slower
-(the load engine's fast lane, ``redline/load/_lane.c``, is the only one so far). So a build
-never fails for want of a compiler: it says why it skipped, and the package stays pure Python.
+redline runs without them: each one has a pure-Python twin that does the same work, slower:
+the load engine's fast lane (``redline/load/_lane.c``, twin ``LaneConnection`` in
+``redline/load/_flow.py``) and ``MetricsMiddleware``'s per-request path
+(``redline/monitor/_request.c``, twin ``MetricsMiddleware._serve`` in
+``redline/monitor/_middleware.py``). So a build never fails for want of a compiler: it says
+why it skipped, and the package stays pure Python; one extension that fails to compile leaves
+the others built.
 
 - ``pip install .`` / ``python -m build``: the extension is compiled into a temporary
   folder and put in the wheel, which is then tagged for this interpreter and platform.
 - ``pip install -e .``: the package is imported from ``src/``, so the extension is compiled
   in place, next to its source (git ignores it).
 - ``REDLINE_PURE_PYTHON=1`` at build time skips the compilation; at run time it makes
-  redline ignore a compiled extension (see ``redline.load._flow``).
+  redline ignore a compiled extension (see ``redline.load._flow`` and
+  ``redline.monitor._middleware``).
 
 Linux only for now: the lane's timestamps must be ``time.perf_counter_ns()`` values, which
-only Linux promises to be ``CLOCK_MONOTONIC``. One C file per extension and no third-party
-headers, so a plain ``cc -shared`` against Python's headers is enough, and keeps setuptools
-out of the build.
+only Linux promises to be ``CLOCK_MONOTONIC`` (the middleware reads the same clock). One C
+file per extension and no third-party headers, so a plain ``cc -shared`` against Python's
+headers is enough, and keeps setuptools out of the build.
 """
 
 from __future__ import annotations
@@ -32,7 +37,10 @@ from typing import Any
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 # Module name -> C source, relative to the project root.
-EXTENSIONS = {"redline.load._lane": "src/redline/load/_lane.c"}
+EXTENSIONS = {
+    "redline.load._lane": "src/redline/load/_lane.c",
+    "redline.monitor._request": "src/redline/monitor/_request.c",
+}
 
 
 class CustomBuildHook(BuildHookInterface):
@@ -52,7 +60,8 @@ class CustomBuildHook(BuildHookInterface):
         if compiler is None:
             self.app.display_warning(
                 "redline: no C compiler found (set CC), building pure Python: the load "
-                "engine's fast lane will run its Python version"
+                "engine's fast lane and MetricsMiddleware's request path will run their "
+                "Python versions"
             )
             return
         root = Path(self.root)
@@ -99,7 +108,7 @@ def _compiler() -> list[str] | None:
 
 def _compile(compiler: list[str], source: Path, target: Path) -> None:
     include = sysconfig.get_paths()["include"]
-    flags = ["-O2", "-fPIC", "-Wall", "-fvisibility=hidden"]
+    flags = ["-O2", "-fPIC", "-Wall", "-Wextra", "-fvisibility=hidden"]
     partial = target.with_name(target.name + ".tmp")
     subprocess.run(
         [*compiler, *flags, f"-I{include}", str(source), "-shared", "-o", str(partial)],

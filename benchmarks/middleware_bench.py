@@ -7,7 +7,9 @@ prometheus_client-based instrumentation. Usage:
 
 Served: one uvicorn worker (uvloop, httptools, no access log) per variant, each answering
 ``GET /`` with ``PlainTextResponse("hello")``: ``bare`` (no middleware), ``redline``
-(``MetricsMiddleware`` with its defaults) and, when installed, ``starlette_exporter``
+(``MetricsMiddleware`` with its defaults: its request path in C when compiled),
+``redline-py`` (the same with its pure-Python twin forced, as ``REDLINE_PURE_PYTHON=1``
+does) and, when installed, ``starlette_exporter``
 (``PrometheusMiddleware``, defaults) and ``prometheus-fastapi-instrumentator``
 (``Instrumentator().instrument(app)``, defaults); the last two are not project dependencies
 (``pip install starlette-exporter prometheus-fastapi-instrumentator`` to compare). Two
@@ -77,6 +79,7 @@ TARGET_OVERHEAD = 0.05
 VARIANTS = (
     "bare",
     "redline",
+    "redline-py",
     "noop",
     "send-wrapper",
     "starlette_exporter",
@@ -101,11 +104,20 @@ def build_app(variant: str) -> Any:
         return PlainTextResponse("hello")
 
     app = Starlette(routes=[Route("/", hello)])
-    if variant == "redline":
+    if variant in ("redline", "redline-py"):
         from redline import monitor
+        from redline.monitor import _middleware
 
         app.routes.append(monitor.metrics_route())
         app.add_middleware(monitor.MetricsMiddleware)
+        compiled = _middleware._Requests
+        if variant == "redline-py":
+            _middleware._Requests = None
+        try:
+            # Built now rather than on the first request, with the implementation chosen.
+            app.middleware_stack = app.build_middleware_stack()
+        finally:
+            _middleware._Requests = compiled
     elif variant == "noop":
         app.add_middleware(_Noop)
     elif variant == "send-wrapper":
@@ -497,7 +509,8 @@ def table(
             cells.append(f"{row['cpu_ratio']:.3f}")
             overhead = 1 - row["ratio"]
             ok = "PASS" if overhead <= TARGET_OVERHEAD else "FAIL"
-            verdicts.append(f"{mode} {overhead:.1%} {ok}" if variant == "redline" else "")
+            mine = variant in ("redline", "redline-py")
+            verdicts.append(f"{mode} {overhead:.1%} {ok}" if mine else "")
         added = micro[variant] - micro["bare"]
         cells.append(f"{micro[variant]:.1f} µs" + ("" if variant == "bare" else f" (+{added:.1f})"))
         cells.append("\n".join(v for v in verdicts if v))
@@ -565,6 +578,8 @@ def main() -> int:
         counted = counted_by_redline(redline)
     info = machine(s)
     results = {mode: summarise(runs, variants, mode) for mode in modes}
+    if _compiled() is None:
+        console.print("[yellow]redline.monitor._request is not compiled: redline is redline-py[/]")
     console.print(
         f"redline's server counted {counted:,.0f} requests to /; the tool reported "
         f"{redline.requests_sent:,} (difference {counted - redline.requests_sent:+,.0f}: "
@@ -578,6 +593,12 @@ def main() -> int:
         console.print(f"[dim]results written to {args.json}[/]")
     overheads = [1 - results[mode]["redline"]["ratio"] for mode in modes]
     return 0 if all(overhead <= TARGET_OVERHEAD for overhead in overheads) else 1
+
+
+def _compiled() -> Any:
+    from redline.monitor import _middleware
+
+    return _middleware._Requests
 
 
 def _installed(module: str) -> bool:

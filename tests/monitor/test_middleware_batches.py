@@ -1,6 +1,7 @@
 """``MetricsMiddleware``'s batched recording: pending requests kept per series and added in
 bulk, exact across batches, threads, statuses and methods; the cached exclusion of paths
-under a root path; its one wrapper serving as both send and receive."""
+under a root path; its one wrapper serving as both send and receive. On both request paths,
+C and Python (the ``implementation`` fixture)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,13 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
-from test_middleware import durations, eventually, requests, sizes
+from test_middleware import (
+    durations,
+    eventually,
+    implementation,  # noqa: F401  (autouse: C and Python paths)
+    requests,
+    sizes,
+)
 
 from redline import monitor
 from redline.monitor import MetricsMiddleware

@@ -41,31 +41,39 @@ that were in flight at the signal, and what the app records on its way out, are 
 before a server such as uvicorn ends the process by re-raising the signal.
 
 Cost: what the middleware adds to a request's CPU time is, to a few per cent, the share of
-instructions it adds to the request. Counted with valgrind (callgrind, user space), a trivial
-Starlette endpoint under uvicorn runs some 180,000 instructions a request, 80,000 of them in
-the app called in a loop without a server. The middleware adds as many instructions in
-either setting, but under the server each takes four to five times as long as in the warm
+instructions it adds to the request. Counted with valgrind (callgrind, user space), a
+trivial Starlette endpoint under uvicorn runs some 180,000 instructions a request, 80,000 of
+them in the app called in a loop without a server. The middleware adds as many instructions
+in either setting, but under the server each takes four to five times as long as in the warm
 loop (most likely caches and branch predictors gone cold between system calls), so a
 microbenchmark's microseconds understate its cost by that much, and its instruction count
-does not. So the request path runs as few instructions as it can: one plain function wraps
-both ``send`` and ``receive`` (called with a message it is send, without one receive; it
-returns the server's awaitable rather than awaiting it in a coroutine of its own), what it
-only reads comes as default arguments, the request's state is three closure cells, a path
-seen before is one set lookup for the exclusions, and a finished request of a route seen
-before finds the pending lists of its series by one dict lookup by the route's identity and
-appends its status and duration: an int and a float, which the cyclic GC does not track,
+does not (for Python code; the C path below costs two to three times its smaller share under
+a loaded server, see docs/monitoring.md). Any pure-Python wrapper of ``send`` already adds
+some 8,000 (a Python frame and a closure per request, a call per message), so the request
+path is in C where a compiler was at hand at install (``_request.c``,
+``benchmarks/middleware_instructions.py`` counts it): the middleware's ``__call__`` (its C
+base class's) looks the path up among those seen not to be excluded and the method among
+those seen, and returns one C object that is both the awaitable the server awaits (it drives
+the app's coroutine itself, so no Python frame runs for the middleware) and the ``receive``
+and ``send`` the app is given (called with a message it is send, without one receive).
+Everything else (other scopes, a path or method not seen before) goes through ``_dispatch``,
+and ``_serve`` is the pure-Python twin of the C object, used without the extension or with
+``REDLINE_PURE_PYTHON=1``; the tests run on both. In either, a finished request of a route
+seen before finds the pending lists of its series by one dict lookup by the route's identity
+and appends its status and duration: an int and a float, which the cyclic GC does not track,
 rather than a tuple per request. The lists of a series are added to the metrics in bulk once
 they hold 1024 requests (statuses counted in C, durations handed over as one array) and
 whenever one of the metrics is collected (a scrape, a multi-process snapshot), so every
 collected view is exact; only a child read directly (``.labels(...).value``) can be behind.
-``benchmarks/middleware_bench.py`` measures it, beside a middleware that only forwards and
-one that only wraps ``send`` to time requests: the floor any pure-Python instrumentation
-pays.
+``benchmarks/middleware_bench.py`` measures the throughput, beside a middleware that only
+forwards and one that only wraps ``send`` to time requests: the floor any pure-Python
+instrumentation pays.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import threading
@@ -87,6 +95,16 @@ from redline.monitor._multiprocess import SIGNALLED, write_last_snapshots
 from redline.monitor._registry import REGISTRY, Registry
 from redline.monitor._snapshot import MetricFamily
 
+try:
+    from redline.monitor._request import Middleware as _Base
+    from redline.monitor._request import Requests as _Compiled
+except ImportError:  # built without a C compiler: _dispatch and _serve do the work in Python
+    _Base, _Compiled = object, None  # type: ignore[assignment,misc]
+
+# The C request path unless absent or REDLINE_PURE_PYTHON=1 (read when a middleware is made;
+# workers inherit the environment).
+_Requests = None if os.environ.get("REDLINE_PURE_PYTHON", "0") != "0" else _Compiled
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -106,14 +124,15 @@ _METHOD = {method: method for method in METHODS}
 log = logging.getLogger("redline.monitor")
 
 
-class MetricsMiddleware:
+class MetricsMiddleware(_Base):  # type: ignore[misc,valid-type]
     """Records every HTTP request of ``app``: ``MetricsMiddleware(app, *, registry=REGISTRY,
     route_of=None, exclude=("/metrics",), buckets=DEFAULT_BUCKETS, response_size=False)``.
 
     In Starlette or FastAPI: ``app.add_middleware(MetricsMiddleware)``. Several middlewares
     on one registry (an app built twice in tests) share the metrics. Metrics of these names
     made beforehand by other code are recorded into if their labels and buckets match, each
-    request at once rather than in batches.
+    request at once rather than in batches. ``compiled`` says whether its request path runs
+    in C (see the module's docstring).
     """
 
     def __init__(
@@ -181,25 +200,61 @@ class MetricsMiddleware:
         self._cacheable = "/" not in self._exclude
         self._hot = (self._record, self._finished.batch, self._finished.drain)
         self._sizes = self.response_size is not None
-        # Request method -> (the deque of its label's requests in flight, and the id of each
-        # route seen -> the pending requests of that route and method).
-        self._methods: dict[str, tuple[deque[None], dict[int, _Pending]]] = {}
+        # Request method -> (append and pop of the deque of its label's requests in flight,
+        # and the id of each route seen -> the pending requests of that route and method).
+        self._methods: dict[str, _Method] = {}
+        # The request path: C where compiled (see _request.c), else _serve, its twin. The C
+        # base class's __call__ makes the requests of paths and methods seen before itself,
+        # leaves the rest to _dispatch, and calls _serve when _requests is None.
+        self._requests: Any = None
+        if _Requests is not None:
+            self._requests = _Requests(
+                app=app,
+                record=self._record,
+                drain=self._finished.drain,
+                receive=_receive,
+                awaiting=_awaiting,
+                signalled=SIGNALLED,
+                idle=_write_if_idle,
+                batch=self._finished.batch,
+                sizes=self._sizes,
+            )
+        self.compiled = self._requests is not None
+        # Servers tell an ASGI 3 app by app.__call__ being a coroutine function (uvicorn:
+        # asyncio.iscoroutinefunction, hypercorn: inspect's, asgiref: either). The C
+        # __call__ returns the request's awaitable rather than being a coroutine function,
+        # so what they look at is an async def that awaits it; calls go through the class.
+        self.__call__ = self._call
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            if scope["type"] == "lifespan":
-                await self.app(scope, receive, self._lifespan_sender(send))
-            else:
-                await self.app(scope, receive, send)
+    def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """``__call__`` for what the C one leaves to Python: other scopes, excluded paths, a
+        path or a method not seen before. Returns the request's awaitable."""
+        if scope["type"] != "http" or (scope["path"] not in self._clean and self._excluded(scope)):
+            return self._pass(scope, receive, send)
+        found = self._methods.get(scope["method"]) or self._method(scope["method"])
+        return self._requests.request(scope, receive, send, found)  # type: ignore[no-any-return]
+
+    def _pass(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """A scope that is not counted: a WebSocket, the lifespan, an excluded path."""
+        if scope["type"] == "lifespan":
+            return self.app(scope, receive, self._lifespan_sender(send))
+        return self.app(scope, receive, send)
+
+    async def _call(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """What servers see as ``app.__call__`` (see ``__init__``): the same, awaited."""
+        await self(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``__call__`` in Python: what ``_dispatch`` and the C request do, in one coroutine
+        (the middleware's ``__call__`` itself without the extension)."""
+        if scope["type"] != "http" or (scope["path"] not in self._clean and self._excluded(scope)):
+            await self._pass(scope, receive, send)
             return
         # Under a server every instruction run here costs throughput in proportion (see the
         # module's docstring), so the request's state lives in three closure cells, what the
         # wrapper only reads comes as default arguments, and one function object wraps both
         # send and receive: called with a message it is send, without one it is receive.
-        if scope["path"] not in self._clean and self._excluded(scope):
-            await self.app(scope, receive, send)
-            return
-        flight, series = self._methods.get(scope["method"]) or self._method(scope["method"])
+        enter, leave, series = self._methods.get(scope["method"]) or self._method(scope["method"])
         started = perf_counter()
         status = size = 0  # status: 0 before http.response.start, -1 once recorded
         trailers = False
@@ -238,6 +293,11 @@ class MetricsMiddleware:
                             hot[2]()
                     status = -1
             elif kind == "http.response.start":
+                if not isinstance(message["status"], int):
+                    raise TypeError(
+                        "http.response.start's status must be an int, not "
+                        f"{type(message['status']).__name__}"
+                    )
                 status = message["status"]
                 trailers = message.get("trailers", False)
             elif status > 0 and (
@@ -248,7 +308,7 @@ class MetricsMiddleware:
                 status = -1
             return send(message)
 
-        flight.append(None)
+        enter(None)
         try:
             await self.app(scope, channel, channel)
             if status >= 0:
@@ -265,9 +325,12 @@ class MetricsMiddleware:
                 self._record(scope, failed, perf_counter() - started, size)
             raise
         finally:
-            flight.pop()
+            leave()
             if SIGNALLED:
                 _write_if_idle()
+
+    if _Base is object:
+        __call__ = _serve
 
     def _record(self, scope: Scope, status: int, seconds: float, size: int) -> None:
         """A finished request off the fast path: the first of its route and method (whose
@@ -300,9 +363,10 @@ class MetricsMiddleware:
             self._clean.add(path)
         return False
 
-    def _method(self, method: str) -> tuple[deque[None], dict[int, _Pending]]:
+    def _method(self, method: str) -> _Method:
         label = _METHOD.get(method, "other")
-        found = self._in_flight[label], self._routes.pending[label]
+        flight = self._in_flight[label]
+        found = flight.append, flight.pop, self._routes.pending[label]
         if label != "other":  # only the standard methods: the dict stays small
             self._methods[method] = found
         return found
@@ -349,6 +413,8 @@ class MetricsMiddleware:
 # Which status went with which duration does not matter, so a request that has appended to
 # one list and not yet to the next (another thread's) just waits for the next drain.
 _Pending = tuple[list[int], list[float], list[int]]
+# Per request method: the in-flight deque's append and pop, and id(route) -> _Pending.
+_Method = tuple[Callable[[None], None], Callable[[], None], dict[int, _Pending]]
 
 
 class _Finished:
@@ -432,6 +498,12 @@ def _observe_all(child: Any, values: Iterable[float]) -> None:
     else:
         for value in values:
             child.observe(value)
+
+
+async def _awaiting(awaitable: Awaitable[Any]) -> Any:
+    """Awaits what the C request cannot drive itself (a generator-based coroutine), or
+    raises the TypeError that ``await`` raises for what is not awaitable."""
+    return await awaitable
 
 
 async def _receive(receive: Receive, scope: Scope) -> Message:
