@@ -1078,7 +1078,13 @@ class VarnishServer(_ChildServer):
     def kill(self) -> None:
         """Crash varnishd and its cache child (SIGKILL), keeping port and temp dir."""
         process = self._running()
+        children = _child_pids(process.pid)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+        # The cache child holds the listening socket until it has exited; a SIGKILL takes
+        # effect soon, not at once, and the port must be free when this returns.
+        deadline = time.monotonic() + self.timeout
+        while any(_is_alive(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.01)
         self._process = None

@@ -370,7 +370,10 @@ async def test_an_outside_cancel_landing_with_the_command_deadline_still_cancels
     went_on: list[Any] = []
 
     async def handler() -> None:
-        went_on.append(await cache.get("k"))
+        value = await cache.get("k")
+        # Resuming with a cancel requested means the cache swallowed it. Resuming without one
+        # is allowed: on a slow machine the deadline may fire a pass before the cancel does.
+        went_on.append((value, asyncio.current_task().cancelling()))  # type: ignore[union-attr]
         await asyncio.sleep(0.1)
 
     own_redis.pause()
@@ -386,7 +389,7 @@ async def test_an_outside_cancel_landing_with_the_command_deadline_still_cancels
             await asyncio.wait_for(task, HOLD)
     finally:
         own_redis.resume()
-    assert went_on == []
+    assert [cancels for _, cancels in went_on if cancels] == []
 
 
 # -- resources ---------------------------------------------------------------------------------
