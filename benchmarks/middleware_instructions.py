@@ -37,7 +37,6 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -45,7 +44,13 @@ from rich.table import Table
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from middleware_bench import build_app, free_port  # noqa: E402
+from middleware_bench import (  # noqa: E402
+    SCOPE,
+    build_app,
+    free_port,
+    receive_empty,
+    send_nowhere,
+)
 
 VARIANTS = ("bare", "noop", "send-wrapper", "redline", "redline-py")
 VALGRIND = ["valgrind", "--tool=callgrind", "--quiet"]
@@ -58,31 +63,10 @@ def loop(variant: str, requests: int) -> None:
     """``requests`` requests through ``variant``'s app, called directly."""
     import uvloop
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/",
-        "raw_path": b"/",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"bench")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: Any) -> None:
-        pass
-
     async def main() -> None:
         app = build_app(variant)
         for _ in range(requests):
-            await app(dict(scope), receive, send)
+            await app(dict(SCOPE), receive_empty, send_nowhere)
 
     uvloop.run(main())
 

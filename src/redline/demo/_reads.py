@@ -38,20 +38,17 @@ def mark_database_read(*args: Any) -> None:
         flag[0] = True
 
 
-_touched = mark_database_read
-
-
 class EngineWatch:
     """Marks the current read as served by the database whenever ``engine`` runs a statement;
     ``close()`` stops."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine.sync_engine
-        event.listen(self.engine, "before_cursor_execute", _touched)
+        event.listen(self.engine, "before_cursor_execute", mark_database_read)
 
     def close(self) -> None:
-        if event.contains(self.engine, "before_cursor_execute", _touched):
-            event.remove(self.engine, "before_cursor_execute", _touched)
+        if event.contains(self.engine, "before_cursor_execute", mark_database_read):
+            event.remove(self.engine, "before_cursor_execute", mark_database_read)
 
 
 class ReadSources:
