@@ -161,6 +161,60 @@ async def test_asyncio_runs_the_request_awaitable_as_a_task(registry):
     assert requests(registry) == {("/x", "GET", "200"): 1}
 
 
+# -- requests in flight ---------------------------------------------------------------------
+
+
+def test_the_in_flight_count_is_a_deque_like_counter_that_refuses_to_go_below_zero():
+    from redline.monitor._middleware import _Flight
+
+    flight = _Flight()
+    flight.append(None)
+    flight.append(None)
+    assert len(flight) == 2
+    flight.pop()
+    flight.pop()
+    assert len(flight) == 0
+    with pytest.raises(IndexError):
+        flight.pop()
+    assert len(flight) == 0
+
+
+async def test_requests_of_both_paths_share_one_in_flight_count(registry, monkeypatch):
+    """A C and a Python middleware on one registry count into the same series; each
+    request enters on start and leaves on its end, whichever path serves it."""
+    from redline.monitor import _middleware
+
+    gates = [asyncio.Event(), asyncio.Event()]
+    started = asyncio.Queue()
+
+    async def app(scope, receive, send):
+        started.put_nowait(None)
+        await gates[int(scope["path"][-1])].wait()
+        await send(START)
+        await send(BODY)
+
+    made = []
+    for compiled in (_middleware._Compiled, None):
+        if compiled is None or _middleware._Compiled is not None:
+            monkeypatch.setattr(_middleware, "_Requests", compiled)
+            made.append(middleware(app, registry))
+    tasks = [
+        asyncio.ensure_future(each(scope(f"/x{i}"), receive, discard))
+        for i, each in enumerate(made)
+    ]
+    for _ in tasks:
+        await asyncio.wait_for(started.get(), 5)
+    assert in_progress(registry) == {("GET",): len(made)}
+    gates[0].set()
+    await tasks[0]
+    assert in_progress(registry) == {("GET",): len(made) - 1}
+    for gate in gates:
+        gate.set()
+    await asyncio.gather(*tasks)
+    assert in_progress(registry) == {("GET",): 0}
+    assert sum(requests(registry).values()) == len(made)
+
+
 # -- how a request ends ---------------------------------------------------------------------
 
 

@@ -96,10 +96,11 @@ from redline.monitor._registry import REGISTRY, Registry
 from redline.monitor._snapshot import MetricFamily
 
 try:
+    from redline.monitor._request import Flight as _Flight
     from redline.monitor._request import Middleware as _Base
     from redline.monitor._request import Requests as _Compiled
 except ImportError:  # built without a C compiler: _dispatch and _serve do the work in Python
-    _Base, _Compiled = object, None  # type: ignore[assignment,misc]
+    _Base, _Compiled, _Flight = object, None, deque  # type: ignore[assignment,misc]
 
 # The C request path unless absent or REDLINE_PURE_PYTHON=1 (read when a middleware is made;
 # workers inherit the environment).
@@ -200,7 +201,7 @@ class MetricsMiddleware(_Base):  # type: ignore[misc,valid-type]
         self._cacheable = "/" not in self._exclude
         self._hot = (self._record, self._finished.batch, self._finished.drain)
         self._sizes = self.response_size is not None
-        # Request method -> (append and pop of the deque of its label's requests in flight,
+        # Request method -> (append and pop of the count of its label's requests in flight,
         # and the id of each route seen -> the pending requests of that route and method).
         self._methods: dict[str, _Method] = {}
         # The request path: C where compiled (see _request.c), else _serve, its twin. The C
@@ -413,7 +414,7 @@ class MetricsMiddleware(_Base):  # type: ignore[misc,valid-type]
 # Which status went with which duration does not matter, so a request that has appended to
 # one list and not yet to the next (another thread's) just waits for the next drain.
 _Pending = tuple[list[int], list[float], list[int]]
-# Per request method: the in-flight deque's append and pop, and id(route) -> _Pending.
+# Per request method: the in-flight count's append and pop, and id(route) -> _Pending.
 _Method = tuple[Callable[[None], None], Callable[[], None], dict[int, _Pending]]
 
 
@@ -551,19 +552,20 @@ class _RequestHistogram(_Drained, Histogram):
         super().__init__(*args, **kwargs)
 
 
-class _InFlight(dict[str, deque[None]]):
-    """Per method, a deque as long as the requests in flight: ``append`` and ``pop`` are
-    atomic under the GIL and cost less than a locked ``Gauge.inc``/``dec`` pair, and unlike a
-    list's they allocate nothing when the length goes between 0 and 1 (a list frees its
-    array at 0); the gauge reads the lengths when collected. Series appear per method on
-    first use."""
+class _InFlight(dict[str, Any]):
+    """Per method, an object as long as the requests in flight, with a deque's ``append``
+    and ``pop``: the extension's ``Flight``, a counter that the C request path increments
+    and decrements without a call, else a deque. Both are atomic under the GIL and cost
+    less than a locked ``Gauge.inc``/``dec`` pair, and allocate nothing (a list would free
+    its array at 0); the gauge reads the lengths when collected. Series appear per method
+    on first use."""
 
     def __init__(self, gauge: Gauge) -> None:
         super().__init__()
         self._gauge = gauge
 
-    def __missing__(self, method: str) -> deque[None]:
-        flight: deque[None] = self.setdefault(method, deque())
+    def __missing__(self, method: str) -> Any:
+        flight = self.setdefault(method, _Flight())
         self._gauge.labels(method).set_function(flight.__len__)
         return flight
 

@@ -158,6 +158,81 @@ flag(PyObject *mapping, PyObject *key)
     return truth;
 }
 
+/* -- Flight: the count of a method's requests in flight ------------------------------------- */
+
+/* A counter with a deque's append and pop, which the in-flight gauge reads by len(): a
+   request's Request adds itself and leaves with one increment each, where calling a deque's
+   bound methods costs two C calls (the Python twin calls them as it would a deque's). */
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t n;
+} Flight;
+
+static PyTypeObject Flight_Type;
+
+static PyObject *
+Flight_append(Flight *self, PyObject *Py_UNUSED(item))
+{
+    self->n++;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Flight_pop(Flight *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->n <= 0) {
+        PyErr_SetString(PyExc_IndexError, "pop from an empty Flight");
+        return NULL;
+    }
+    self->n--;
+    Py_RETURN_NONE;
+}
+
+static Py_ssize_t
+Flight_len(Flight *self)
+{
+    return self->n;
+}
+
+static PyObject *
+Flight_repr(Flight *self)
+{
+    return PyUnicode_FromFormat("<Flight: %zd in flight>", self->n);
+}
+
+static PyMethodDef Flight_methods[] = {
+    {"append", (PyCFunction)Flight_append, METH_O, "append(item): one more in flight."},
+    {"pop", (PyCFunction)Flight_pop, METH_NOARGS, "pop(): one fewer; IndexError at 0."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PySequenceMethods Flight_sequence = {
+    .sq_length = (lenfunc)Flight_len,
+};
+
+static PyTypeObject Flight_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "redline.monitor._request.Flight",
+    .tp_basicsize = sizeof(Flight),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Flight(): the requests of one method in flight, counted; len() reads it.",
+    .tp_new = PyType_GenericNew,
+    .tp_methods = Flight_methods,
+    .tp_as_sequence = &Flight_sequence,
+    .tp_repr = (reprfunc)Flight_repr,
+};
+
+/* The Flight whose bound append or pop `method` is, else NULL. */
+static inline Flight *
+flight_of(PyObject *method)
+{
+    PyObject *owner;
+    if (!PyCFunction_Check(method))
+        return NULL;
+    owner = PyCFunction_GET_SELF(method);
+    return owner != NULL && Py_IS_TYPE(owner, &Flight_Type) ? (Flight *)owner : NULL;
+}
+
 /* -- Requests: one per middleware ---------------------------------------------------------- */
 
 typedef struct {
@@ -288,10 +363,16 @@ fail:
 static int
 leave(Request *self)
 {
-    PyObject *result = PyObject_CallNoArgs(self->leave);
-    if (result == NULL)
-        return -1;
-    Py_DECREF(result);
+    Flight *flight = flight_of(self->leave);
+    PyObject *result;
+    if (flight != NULL && flight->n > 0)
+        flight->n--;
+    else {
+        result = PyObject_CallNoArgs(self->leave);
+        if (result == NULL)
+            return -1;
+        Py_DECREF(result);
+    }
     if (PySet_GET_SIZE(self->owner->signalled) > 0) {
         result = PyObject_CallNoArgs(self->owner->idle);
         if (result == NULL)
@@ -405,15 +486,22 @@ static int
 start(Request *self)
 {
     PyObject *result, *args[3], *enter = self->enter;
+    Flight *flight = flight_of(enter);
     self->enter = NULL;
     self->started = now();
-    result = PyObject_CallOneArg(enter, Py_None);
-    Py_DECREF(enter);
-    if (result == NULL) {
-        self->state = FINISHED;
-        return -1;
+    if (flight != NULL) {
+        flight->n++;
+        Py_DECREF(enter);
     }
-    Py_DECREF(result);
+    else {
+        result = PyObject_CallOneArg(enter, Py_None);
+        Py_DECREF(enter);
+        if (result == NULL) {
+            self->state = FINISHED;
+            return -1;
+        }
+        Py_DECREF(result);
+    }
     self->state = SUSPENDED;
     args[0] = self->scope;
     args[1] = (PyObject *)self;
@@ -1122,12 +1210,14 @@ module_exec(PyObject *module)
         return -1;
     if (empty_bytes == NULL && (empty_bytes = PyBytes_FromStringAndSize("", 0)) == NULL)
         return -1;
-    if (PyType_Ready(&Request_Type) < 0 || PyType_Ready(&Requests_Type) < 0 ||
+    if (PyType_Ready(&Flight_Type) < 0 || PyType_Ready(&Request_Type) < 0 ||
+        PyType_Ready(&Requests_Type) < 0 ||
         PyType_Ready(&Middleware_Type) < 0)
         return -1;
     if (PyModule_AddObjectRef(module, "Request", (PyObject *)&Request_Type) < 0 ||
         PyModule_AddObjectRef(module, "Requests", (PyObject *)&Requests_Type) < 0 ||
         PyModule_AddObjectRef(module, "Middleware", (PyObject *)&Middleware_Type) < 0 ||
+        PyModule_AddObjectRef(module, "Flight", (PyObject *)&Flight_Type) < 0 ||
         PyModule_AddObjectRef(module, "DISCONNECTED", s_disconnected) < 0)
         return -1;
     return 0;
