@@ -2,7 +2,7 @@
 prometheus_client-based instrumentation. Usage:
 
     python benchmarks/middleware_bench.py [--tool redline|wrk] [--duration 5] [--rounds 5]
-                                          [--mode both|sequential|together]
+                                          [--mode interleaved|sequential|together|all]
                                           [--connections 50] [--quick] [--json out.json]
 
 Served: one uvicorn worker (uvloop, httptools, no access log) per variant, each answering
@@ -17,27 +17,37 @@ calibration variants show what any pure-Python ASGI middleware pays before it re
 anything: ``noop`` forwards every call unchanged, and ``send-wrapper`` does the least an
 instrumentation that reports status and latency must (wrap ``send`` in a closure that notes
 the status, times the response and appends one tuple to a list). All
-servers run at once, pinned with ``taskset`` to the last CPU; the load generator is pinned
-to CPU 0 (no pinning on a single CPU or without taskset).
+servers are pinned with ``taskset`` to the last CPU, the load generators to CPU 0 (no
+pinning on a single CPU or without taskset).
 
 Load: ``redline load run`` with a YAML plan (one ``constant-vus`` scenario of
 ``--connections`` users looping ``GET /``), or ``wrk -t1 -c<connections>``, for
-``--duration`` seconds per run. Every variant gets one unmeasured warm-up run, then
-``--rounds`` rounds, each of which runs
+``--duration`` seconds per run. ``--rounds`` rounds, each of which runs
 
+- ``interleaved`` (the default): fresh server processes every round, one warm-up run
+  each, then one generator per server, all at once, while the servers take turns on the
+  server CPU in slices of ``--slice`` seconds (100 ms): every other server is stopped
+  (SIGSTOP) while one runs, for as long as the generators run. Each variant thus runs alone
+  on its CPU, as under ``sequential``, yet within the same second as every other, so that
+  the second-to-second changes in speed of a shared or virtual machine (15 % and more on
+  the one the figures come from) fall on all variants alike; and new processes every round
+  make the luck of one process's memory layout (a few per cent either way, and lasting as
+  long as the process) part of the spread instead of a bias;
 - ``sequential``: every variant alone, in turn, in an order rotated per round (what a user
-  would do): throughput is the tool's requests / s;
+  would do), on servers started once: throughput is the tool's requests / s;
 - ``together``: every variant at once, each with its own generator, all servers sharing
   the one server CPU. The scheduler gives each server an equal share of it, so the
   throughputs compare what a request costs, and whatever else the machine runs at that
-  moment slows every variant alike; on a shared or virtual machine this is the steadier of
-  the two.
+  moment slows every variant alike; but the servers' switches every few milliseconds leave
+  each one's caches cold for the next, which costs a middleware more than its share.
 
 For each mode and variant the table shows the median throughput, the median server CPU per
 request (user + sys of the server process from /proc, over the requests the tool saw), and
-against ``bare`` the median (and quartiles) of the per-round throughput ratios and the
-median of the per-round CPU-per-request ratios (bare's over the variant's). The overhead is
-1 - the throughput ratio; redline's target is <= 5 %; the exit status is 1 when it is missed.
+against ``bare``: under ``interleaved`` the geometric mean of the per-round throughput
+ratios with its 95 % confidence interval, under the others their median and quartiles; and
+the same statistic of the per-round CPU-per-request ratios (bare's over the variant's). The
+overhead is 1 - the throughput ratio; redline's target is <= 5 %; the exit status is 1 when
+it is missed.
 
 In-process: the same apps called directly as ASGI callables in a loop (no server, no
 sockets), CPU time of the fastest of 25 interleaved batches: the microseconds each
@@ -56,6 +66,7 @@ import contextlib
 import datetime
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import shutil
@@ -227,6 +238,7 @@ class Settings:
     rounds: int
     connections: int
     modes: tuple[str, ...]
+    slice: float = 0.1
     pin_tool: list[str] = field(default_factory=list)
     pin_server: list[str] = field(default_factory=list)
 
@@ -355,6 +367,45 @@ def measure(servers_: list[Server], s: Settings) -> list[Run]:
     return runs
 
 
+def measure_interleaved(variants: list[str], s: Settings) -> tuple[list[Run], float, int]:
+    """Interleaved rounds: fresh servers each round, taking turns on the server CPU in
+    slices while every generator runs. Also what the last round's redline server counted
+    against what its generator reported."""
+    runs: list[Run] = []
+    counted, sent = 0.0, 0
+    with tempfile.TemporaryDirectory(prefix="redline-mwbench-") as tmp:
+        workdir = Path(tmp)
+        for round_ in range(s.rounds):
+            with servers(variants, s.pin_server) as running:
+                for server in running:  # warm-up, unmeasured
+                    load = start_load(server, s, workdir, 1.0)
+                    server.requests_sent += load.result(s.tool)[0]
+                for server in running:
+                    server.process.send_signal(signal.SIGSTOP)
+                try:
+                    loads = [start_load(server, s, workdir, s.duration) for server in running]
+                    turn = round_  # whose slice comes first rotates per round
+                    while any(load.process.poll() is None for load in loads):
+                        server = running[turn % len(running)]
+                        turn += 1
+                        server.process.send_signal(signal.SIGCONT)
+                        time.sleep(s.slice)
+                        server.process.send_signal(signal.SIGSTOP)
+                finally:
+                    for server in running:
+                        server.process.send_signal(signal.SIGCONT)
+                for load in loads:
+                    requests, rps = load.result(s.tool)
+                    cpu = load.server.cpu_seconds() - load.cpu_before
+                    load.server.requests_sent += requests
+                    # Its rate while on the CPU: each server had 1/n of the time.
+                    rps *= len(running)
+                    runs.append(Run("interleaved", load.server.variant, round_, requests, rps, cpu))
+                redline = next(server for server in running if server.variant == "redline")
+                counted, sent = counted_by_redline(redline), redline.requests_sent
+    return runs, counted, sent
+
+
 def counted_by_redline(server: Server) -> float:
     with urllib.request.urlopen(server.url + "/metrics", timeout=5) as response:
         text = response.read().decode()
@@ -479,7 +530,29 @@ def summarise(runs: list[Run], variants: list[str], mode: str) -> dict[str, dict
             "ratios": ratios,
             "cpu_ratio": statistics.median(cpu_ratios),
         }
+        if mode == "interleaved":
+            mean, low, high = geometric_mean_ci(ratios)
+            out[variant] |= {"ratio": mean, "ratio_q1": low, "ratio_q3": high}
+            out[variant]["cpu_ratio"] = geometric_mean_ci(cpu_ratios)[0]
     return out
+
+
+def geometric_mean_ci(ratios: list[float]) -> tuple[float, float, float]:
+    """The geometric mean of ``ratios`` and its 95 % confidence interval (Student's t on the
+    logarithms: rounds are independent, each with fresh processes)."""
+    logs = [math.log(ratio) for ratio in ratios]
+    mean = statistics.fmean(logs)
+    if len(logs) < 2:
+        return math.exp(mean), math.exp(mean), math.exp(mean)
+    half = T95.get(len(logs) - 1, 1.96) * statistics.stdev(logs) / math.sqrt(len(logs))
+    return math.exp(mean), math.exp(mean - half), math.exp(mean + half)
+
+
+# Student's t, two-sided 95 %, by degrees of freedom (1.96 beyond 30).
+T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}
+T95 |= {10: 2.23, 11: 2.20, 12: 2.18, 13: 2.16, 14: 2.14, 15: 2.13, 16: 2.12, 17: 2.11}
+T95 |= {18: 2.10, 19: 2.09, 20: 2.09, 21: 2.08, 22: 2.07, 23: 2.07, 24: 2.06, 25: 2.06}
+T95 |= {26: 2.06, 27: 2.05, 28: 2.05, 29: 2.05, 30: 2.04}
 
 
 def table(
@@ -497,7 +570,8 @@ def table(
     for mode in results:
         out.add_column(f"{mode}\nrps (median)", justify="right")
         out.add_column(f"{mode}\nCPU/request", justify="right")
-        out.add_column(f"{mode}\nrps vs bare [IQR]", justify="right")
+        spread = "95% CI" if mode == "interleaved" else "IQR"
+        out.add_column(f"{mode}\nrps vs bare [{spread}]", justify="right")
         out.add_column(f"{mode}\nCPU vs bare", justify="right")
     out.add_column("in-process\nCPU/request", justify="right")
     out.add_column(f"target: overhead\n<= {TARGET_OVERHEAD:.0%}")
@@ -510,14 +584,14 @@ def table(
             if variant == "bare":
                 cells += ["1", "1"]
                 continue
-            cells.append(f"{row['ratio']:.3f} [{row['ratio_q1']:.2f}-{row['ratio_q3']:.2f}]")
+            cells.append(f"{row['ratio']:.3f} [{row['ratio_q1']:.3f}-{row['ratio_q3']:.3f}]")
             cells.append(f"{row['cpu_ratio']:.3f}")
             overhead = 1 - row["ratio"]
             ok = "PASS" if overhead <= TARGET_OVERHEAD else "FAIL"
             mine = variant in ("redline", "redline-py")
             verdicts.append(f"{mode} {overhead:.1%} {ok}" if mine else "")
         added = micro[variant] - micro["bare"]
-        cells.append(f"{micro[variant]:.1f} µs" + ("" if variant == "bare" else f" (+{added:.1f})"))
+        cells.append(f"{micro[variant]:.1f} µs" + ("" if variant == "bare" else f" ({added:+.1f})"))
         cells.append("\n".join(v for v in verdicts if v))
         out.add_row(*cells)
     return out
@@ -540,9 +614,13 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument(
         "--mode",
-        choices=("both", "sequential", "together"),
-        default="both",
-        help="each variant alone in turn, all at once on one CPU, or both (the default)",
+        choices=("interleaved", "sequential", "together", "all"),
+        default="interleaved",
+        help="fresh servers taking turns in slices (the default), each variant alone in turn, "
+        "all at once on one CPU, or all three",
+    )
+    parser.add_argument(
+        "--slice", type=float, default=0.1, help="interleaved: seconds per turn on the CPU"
     )
     parser.add_argument("--quick", action="store_true", help="3 rounds of 2 s")
     parser.add_argument("--json", type=Path, help="also write every run to this JSON file")
@@ -570,24 +648,28 @@ def main() -> int:
     variants = [v for v in VARIANTS if v in wanted and (v not in MODULES or _installed(MODULES[v]))]
     for missing in sorted(wanted - set(variants)):
         console.print(f"[dim]{missing} is not installed: left out[/]")
-    modes = ("sequential", "together") if args.mode == "both" else (args.mode,)
-    s = Settings(args.tool, args.duration, args.rounds, args.connections, modes)
+    modes = ("interleaved", "sequential", "together") if args.mode == "all" else (args.mode,)
+    s = Settings(args.tool, args.duration, args.rounds, args.connections, modes, args.slice)
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) >= 2 and shutil.which("taskset"):
         s.pin_tool, s.pin_server = ["taskset", "-c", str(cpus[0])], ["taskset", "-c", str(cpus[-1])]
 
     micro = in_process(variants)
-    with servers(variants, s.pin_server) as running:
-        runs = measure(running, s)
-        redline = next(server for server in running if server.variant == "redline")
-        counted = counted_by_redline(redline)
+    runs: list[Run] = []
+    if "interleaved" in modes:
+        runs, counted, sent = measure_interleaved(variants, s)
+    if set(modes) - {"interleaved"}:
+        with servers(variants, s.pin_server) as running:
+            runs += measure(running, s)
+            redline = next(server for server in running if server.variant == "redline")
+            counted, sent = counted_by_redline(redline), redline.requests_sent
     info = machine(s)
     results = {mode: summarise(runs, variants, mode) for mode in modes}
     if _compiled() is None:
         console.print("[yellow]redline.monitor._request is not compiled: redline is redline-py[/]")
     console.print(
         f"redline's server counted {counted:,.0f} requests to /; the tool reported "
-        f"{redline.requests_sent:,} (difference {counted - redline.requests_sent:+,.0f}: "
+        f"{sent:,} (difference {counted - sent:+,.0f}: "
         "requests in flight when a run stopped)"
     )
     console.print(table(results, variants, micro, info))
