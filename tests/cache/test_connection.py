@@ -90,8 +90,9 @@ def auth_redis(request) -> Iterator[tuple[RedisServer, str, str]]:
 async def test_authenticated_redis_round_trips_values_and_invalidations(auth_redis, flavour):
     _, url, _ = auth_redis
     flavour.url = url
-    a = flavour.cache()
-    b = flavour.cache()
+    # Not a test of timeouts: a slow CI core must not open the breaker (default 50 ms).
+    a = flavour.cache(timeout=5.0)
+    b = flavour.cache(timeout=5.0)
     await b.ready()  # the listener authenticated too
     await a.set("k", {"v": 1})
     await flavour.settle()  # b hears of the write before it reads, or it would drop its copy
