@@ -48,7 +48,8 @@ async def test_get_many_returns_only_the_keys_found(flavour):
 
 
 async def test_get_many_over_500_keys_takes_one_round_trip_per_500(flavour, commandstats):
-    cache = flavour.build(l1=None, l2=flavour.tier())
+    # 1200 keys in one call: a slow CI core must not hit the 50 ms default timeout.
+    cache = flavour.build(l1=None, l2=flavour.tier(timeout=5.0))
     keys = [f"k{i}" for i in range(1200)]
     await cache.set_many({key: key for key in keys})
     commandstats.start()
@@ -113,7 +114,8 @@ async def test_warm_accepts_a_list_of_pairs_with_ttl_and_tags(flavour, raw):
 async def test_warm_accepts_a_generator_of_the_flavour_and_loads_it_in_batches(
     flavour, commandstats
 ):
-    cache = flavour.build(l1=None, l2=flavour.tier())
+    # 1200 keys in one call: a slow CI core must not hit the 50 ms default timeout.
+    cache = flavour.build(l1=None, l2=flavour.tier(timeout=5.0))
     await cache.get("-load-scripts-")
 
     if flavour.is_async:
