@@ -94,7 +94,8 @@ async def ready(cache: Driven) -> None:
 async def test_hits_and_misses_are_counted_per_tier_after_real_gets_and_sets(
     caches, redis_url, registry
 ):
-    writer, reader = caches(redis_url), caches(redis_url)
+    # Not tests of timeouts: a slow CI core must not open the breaker (default 50 ms).
+    writer, reader = caches(redis_url, timeout=5.0), caches(redis_url, timeout=5.0)
     monitor.instrument_cache(writer.cache, name="writer", registry=registry)
     monitor.instrument_cache(reader.cache, name="reader", registry=registry)
     await ready(writer)
@@ -140,7 +141,7 @@ async def test_hits_and_misses_are_counted_per_tier_after_real_gets_and_sets(
 
 
 async def test_loads_and_their_latency_are_exported_in_seconds(caches, redis_url, registry):
-    cache = caches(redis_url)
+    cache = caches(redis_url, timeout=5.0)  # not a test of timeouts (default 50 ms)
     monitor.instrument_cache(cache.cache, registry=registry)
 
     def loader() -> str:
