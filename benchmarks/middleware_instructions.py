@@ -50,6 +50,7 @@ from middleware_bench import (  # noqa: E402
     free_port,
     receive_empty,
     send_nowhere,
+    serve,
 )
 
 VARIANTS = ("bare", "noop", "send-wrapper", "redline", "redline-py")
@@ -69,21 +70,6 @@ def loop(variant: str, requests: int) -> None:
             await app(dict(SCOPE), receive_empty, send_nowhere)
 
     uvloop.run(main())
-
-
-def serve(variant: str, port: int) -> None:
-    import uvicorn
-
-    uvicorn.run(
-        build_app(variant),
-        host="127.0.0.1",
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
-    )
 
 
 # -- measuring ------------------------------------------------------------------------------
