@@ -23,7 +23,10 @@ at t inside the stall, b outside it (b: the unloaded median, measured here).
 
 --repeat N runs N interleaved rounds (every tool once per round) and reports medians, so
 that noise from the machine falls on all tools alike. ``--tools`` also takes ``redline-py``:
-redline with REDLINE_PURE_PYTHON=1, its fast lane in Python instead of C. Before the first
+redline with REDLINE_PURE_PYTHON=1, its fast lane in Python instead of C; and ``floor``: a C
+client (benchmarks/floor_client.c, compiled here with cc) that only does the system calls of a
+request, so its CPU per request is the kernel's price on this machine, below which no tool can
+go. Before the first
 round, redline's bytecode is compiled as a wheel install would have it (see
 ``prepare_redline``). See benchmarks/README.md.
 """
@@ -63,8 +66,10 @@ from rich.text import Text
 
 TOOLS = ("wrk", "redline", "k6", "locust")
 # Not run by default: redline with its fast lane in Python (REDLINE_PURE_PYTHON=1), to see
-# what the compiled lane (src/redline/load/_lane.c) is worth.
-EXTRA_TOOLS = ("redline-py",)
+# what the compiled lane (src/redline/load/_lane.c) is worth; and the floor, a C client that
+# does nothing but a request's system calls (benchmarks/floor_client.c).
+EXTRA_TOOLS = ("redline-py", "floor")
+FLOOR_SOURCE = Path(__file__).with_name("floor_client.c")
 TOOL_CPU, SERVER_CPU = 0, 1
 CPU_TARGET_US = 10.0
 WRK_RATIO_TARGET = 1.25
@@ -367,8 +372,26 @@ class Nginx:
 # -- tools -----------------------------------------------------------------------------------
 
 
-def tool_binaries() -> dict[str, list[str] | None]:
-    """How to start each tool, or None when it is not on this machine."""
+def build_floor(workdir: Path) -> list[str] | None:
+    """Compile the floor client into workdir; None without a C compiler or when it fails."""
+    cc = os.environ.get("CC") or find_binary("cc") or find_binary("gcc")
+    if cc is None:
+        return None
+    binary = workdir / "floor_client"
+    built = subprocess.run(
+        [cc, "-O2", "-o", str(binary), str(FLOOR_SOURCE)], capture_output=True, text=True
+    )
+    if built.returncode != 0:
+        print(f"floor_client.c did not compile:\n{built.stderr}", file=sys.stderr)
+        return None
+    return [str(binary)]
+
+
+def tool_binaries(workdir: Path | None = None) -> dict[str, list[str] | None]:
+    """How to start each tool, or None when it is not on this machine.
+
+    With a workdir, the floor client is compiled there; without one it is left out (None).
+    """
     redline = find_binary("redline")
     if redline is None and importlib.util.find_spec("redline") is not None:
         # redline.cli has no __main__ guard, so `python -m redline.cli` would do nothing.
@@ -382,6 +405,7 @@ def tool_binaries() -> dict[str, list[str] | None]:
         "redline-py": redline_argv,
         "k6": [k6] if k6 else None,
         "locust": [locust] if locust else None,
+        "floor": build_floor(workdir) if workdir is not None else None,
     }
 
 
@@ -411,6 +435,20 @@ def wrk_command(argv: list[str], url: str, s: Settings, workdir: Path, out: Path
         # stalled connection would have taken at its average pace (a CO correction).
         model += ", max rate, CO-corrected"
     return Command([*argv, *args, url + "/"], parse, model)
+
+
+def floor_command(argv: list[str], url: str, s: Settings, out: Path) -> Command:
+    parts = urllib.parse.urlsplit(url)
+    args = [parts.hostname or "127.0.0.1", str(parts.port or 80), str(s.connections)]
+
+    def parse() -> Report:
+        for line in out.read_text().splitlines():
+            if line.startswith("BENCH "):
+                answers, duration_us, errors = (int(float(x)) for x in line.split()[1:])
+                return Report(requests=answers, rps=answers / (duration_us / 1e6), failed=errors)
+        raise ValueError("no BENCH line in the floor client's output")
+
+    return Command([*argv, *args, str(s.duration)], parse, f"closed, {s.connections} connections")
 
 
 def redline_command(argv: list[str], url: str, s: Settings, workdir: Path) -> Command:
@@ -602,6 +640,8 @@ def run_tool(
             if tool == "redline-py":
                 command.env["REDLINE_PURE_PYTHON"] = "1"
                 command.model += ", Python lane"
+        elif tool == "floor":
+            command = floor_command(argv, nginx.url, s, out)
         elif tool == "k6":
             command = k6_command(argv, nginx.url, s, workdir)
         else:
@@ -1066,6 +1106,18 @@ def render_notes(rows: list[Run], skipped: dict[str, str], console: Console) -> 
                 "(generator.cpu_us_per_request)"
             )
         lines += [f"{run.tool}: {note}" for note in run.report.notes]
+    floor = next((r.cpu_us_per_request for r in rows if r.tool == "floor"), None)
+    if floor:
+        reach = "out of reach for any client" if floor > CPU_TARGET_US else "within reach"
+        lines.append(
+            f"floor: a request's system calls alone cost {floor:.1f} us here, so "
+            f"<= {CPU_TARGET_US:.0f} us is {reach} on this machine"
+            + "".join(
+                f"; {r.tool} {r.cpu_us_per_request / floor:.2f}x the floor"
+                for r in rows
+                if r.tool != "floor" and r.cpu_us_per_request
+            )
+        )
     if lines:
         console.print("[bold]Notes[/]")
         for line in lines:
@@ -1088,6 +1140,9 @@ def machine_info(nginx_binary: str, binaries: dict[str, list[str] | None], pinni
         "redline-py": ["--version"],
     }
     for tool, argv in binaries.items():
+        if tool == "floor":
+            versions[tool] = "benchmarks/floor_client.c" if argv else "missing (no cc)"
+            continue
         versions[tool] = _version([*argv, *flags[tool]]) if argv else "missing"
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -1194,6 +1249,8 @@ def parse_args() -> argparse.Namespace:
             f"--stall-at {args.stall_at:g} + --stall-for {args.stall_for:g} must end at least "
             f"0.5 s before --duration {args.duration}; lower them or raise --duration"
         )
+    if args.stall and "floor" in args.tools.split(","):
+        parser.error("--stall: the floor client has no open model; leave floor out of --tools")
     unknown = [t for t in args.tools.split(",") if t not in TOOLS + EXTRA_TOOLS]
     if unknown:
         choices = ", ".join(TOOLS + EXTRA_TOOLS)
@@ -1218,8 +1275,10 @@ def main() -> int:
     if nginx_binary is None:
         console.print("[red]no nginx: install it (apt-get install nginx) or set NGINX=/path[/]")
         return 2
-    binaries = tool_binaries()
     wanted = list(dict.fromkeys(args.tools.split(",")))
+    # Cleaned up when the object goes, at the latest at exit.
+    floor_dir = tempfile.TemporaryDirectory(prefix="load-bench-floor-")
+    binaries = tool_binaries(Path(floor_dir.name) if "floor" in wanted else None)
     skipped = {t: "not found on this machine" for t in wanted if binaries[t] is None}
     tools = [t for t in wanted if binaries[t] is not None]
     tool_pin, server_pin, pinned = pinning()
