@@ -4,7 +4,9 @@ redline runs without them: each one has a pure-Python twin that does the same wo
 the load engine's fast lane (``redline/load/_lane.c``, twin ``LaneConnection`` in
 ``redline/load/_flow.py``) and ``MetricsMiddleware``'s per-request path
 (``redline/monitor/_request.c``, twin ``MetricsMiddleware._serve`` in
-``redline/monitor/_middleware.py``). So a build never fails for want of a compiler: it says
+``redline/monitor/_middleware.py``); and a histogram flush's counting
+(``redline/monitor/_tally.c``, twin ``HistogramChild._add`` in
+``redline/monitor/_histogram.py``). So a build never fails for want of a compiler: it says
 why it skipped, and the package stays pure Python; one extension that fails to compile leaves
 the others built.
 
@@ -40,6 +42,7 @@ from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 EXTENSIONS = {
     "redline.load._lane": "src/redline/load/_lane.c",
     "redline.monitor._request": "src/redline/monitor/_request.c",
+    "redline.monitor._tally": "src/redline/monitor/_tally.c",
 }
 
 

@@ -29,6 +29,73 @@ def registry():
     return monitor.Registry()
 
 
+@pytest.fixture(autouse=True, params=["c", "python"])
+def flush(request, monkeypatch):
+    """The flush the histograms a test makes use: _tally.c's counting, or the Python twin."""
+    if request.param == "c":
+        if _histogram._compiled_tally is None:
+            pytest.skip("redline.monitor._tally is not compiled (no C compiler at install)")
+        monkeypatch.setattr(_histogram, "_tally", _histogram._compiled_tally)
+    else:
+        monkeypatch.setattr(_histogram, "_tally", None)
+    return request.param
+
+
+def _series_state(child):
+    return (
+        list(child._counts or ()),
+        child._first,
+        child._low,
+        child._high,
+        child._count,
+        child._sum,
+        list(child._le),
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(LAYOUTS),
+    st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=200)
+    | st.lists(st.floats(0, 5000) | st.sampled_from([0.0, 1e-6, 5e-4, 0.25, 60.0]), max_size=200),
+    st.integers(1, 4),
+)
+def test_the_c_flush_counts_exactly_as_the_python_one(layout, values, chunks):
+    """Counts, first index, extremes, count, sum (in the order recorded) and buckets agree,
+    NaN, infinities, negatives and values beyond the range included, over several flushes."""
+    if _histogram._compiled_tally is None:
+        pytest.skip("redline.monitor._tally is not compiled")
+    scale, highest, digits = layout
+    states = []
+    for tally in (None, _histogram._compiled_tally):
+        _histogram._tally = tally
+        histogram = monitor.Histogram(
+            "h", "d", ["a"], scale=scale, max_value=highest / scale,
+            significant_figures=digits, registry=monitor.Registry(),
+        )  # fmt: skip
+        child = histogram.labels("x")
+        assert (child._layout.tally is None) is (tally is None)
+        for i in range(chunks):
+            child._observe_all(array("d", values[i::chunks]))
+            child.snapshot()
+        states.append(_series_state(child))
+    assert states[0] == states[1]
+
+
+def test_the_c_flush_refuses_buffers_that_are_not_doubles():
+    if _histogram._compiled_tally is None:
+        pytest.skip("redline.monitor._tally is not compiled")
+    tally = _histogram._compiled_tally
+    doubles = array("d", [1.0])
+    with pytest.raises(TypeError, match="values must be a buffer of doubles"):
+        tally(array("q", [1]), doubles, doubles, 1.0)
+    with pytest.raises(TypeError, match="edges must be a buffer of doubles"):
+        tally(doubles, b"12345678", doubles, 1.0)
+    with pytest.raises(TypeError, match="takes 4 arguments"):
+        tally(doubles, doubles, doubles)
+    assert tally(array("d", [math.nan]), doubles, doubles, 1.0) is None
+
+
 def exact_quantile(values, q):
     ordered = sorted(values)
     return ordered[max(math.ceil(q * len(ordered)) - 1, 0)]

@@ -29,7 +29,10 @@ the buffer in bulk: the values are sorted once, then counted into the HDR counts
 indices of hdrh's ``record_value``, in a few C-level passes: no Python code runs per value)
 and into the buckets (one ``bisect`` per bound), and summed. That costs 0.15-0.3 us a value;
 the larger the flush, the less the HDR part costs per value, and 8192 values (64 KB) is
-what a busy series may hold between flushes. The flush consumes a counted
+what a busy series may hold between flushes. Where ``_tally.c`` was compiled at install, the
+flush counts the values in C instead, unsorted, two passes of binary searches over the same
+edges and bounds (about 40 ns a value, against 190-250 ns for the sort and bisect in Python;
+the tests check that both give the same counts, sum and buckets). The flush consumes a counted
 prefix of the buffer in place (``n = len(buf)``, process ``buf[:n]``, ``del buf[:n]``) under
 a lock that only flushes take: appends that land meanwhile are past ``n`` and stay for the
 next flush. Swapping in a fresh buffer instead would lose the values of a writer that fetched
@@ -47,12 +50,13 @@ histogram (their exact value still goes to the sum and the buckets).
 from __future__ import annotations
 
 import math
+import os
 import threading
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable
 from itertools import repeat
-from operator import sub
+from operator import add, sub
 from typing import Any
 
 from pyhdrh import add_array
@@ -86,6 +90,13 @@ DEFAULT_BUCKETS = (
 )
 FLUSH_AT = 8192
 
+try:  # the flush's counting in C where it was compiled at install (see _tally.c)
+    from redline.monitor._tally import tally as _compiled_tally
+except ImportError:  # pragma: no cover - no compiler at install, or not Linux
+    _compiled_tally = None
+# Read when a histogram's layout is made; the tests run both.
+_tally: Any = None if os.environ.get("REDLINE_PURE_PYTHON", "0") != "0" else _compiled_tally
+
 
 def exponential_buckets(start: float, factor: float, count: int) -> tuple[float, ...]:
     """``count`` upper bounds ``start, start * factor, ...`` and ``+Inf``, as in
@@ -102,6 +113,7 @@ class _Layout:
     """What every series of one histogram shares: units, HDR range and bucket bounds."""
 
     __slots__ = ("scale", "highest", "max_value", "digits", "buckets", "bounds")
+    __slots__ += ("tally", "edge_array", "bound_array")
 
     def __init__(
         self, name: str, buckets: Iterable[float], scale: float, max_value: float, digits: int
@@ -129,6 +141,10 @@ class _Layout:
             raise MetricError(f"{where}: buckets must be >= 0, got {bounds[0]!r}")
         self.buckets = tuple(bounds)
         self.bounds = self.buckets[:-1]
+        # For the C flush: the same edges and bounds as doubles, made once per layout.
+        self.tally = _tally
+        self.edge_array = array("d", _edges(self.highest, digits, scale)) if _tally else None
+        self.bound_array = array("d", self.bounds)
 
 
 class HistogramChild:
@@ -197,26 +213,48 @@ class HistogramChild:
 
     def _add(self, chunk: array) -> None:
         layout = self._layout
+        if layout.tally is not None:
+            self._add_compiled(chunk, layout)
+            return
         # A plain sum, not fsum: 4 times cheaper, and its rounding (about 1e-13 relative over
         # a chunk) is far below what a sum of latencies needs.
         total = sum(chunk)
         if math.isfinite(total):
             values = sorted(chunk)
         else:
-            # A NaN (dropped) or an infinity (kept at the edge) among the values.
+            # A NaN (dropped) or an infinity (kept at the edge) among the values, summed in
+            # the order recorded, as the C flush sums them.
             edge = layout.max_value
-            values = sorted(
-                v if -INF < v < INF else math.copysign(edge, v) for v in chunk if v == v
-            )
+            values = [v if -INF < v < INF else math.copysign(edge, v) for v in chunk if v == v]
             if not values:
                 return
             total = sum(values)
+            values.sort()
         self._add_counts(values, layout)
         self._count += len(values)
         self._sum += total
         le = self._le
         for i, bound in enumerate(layout.bounds):
             le[i] += bisect_right(values, bound)
+        self._view = None
+
+    def _add_compiled(self, chunk: array, layout: _Layout) -> None:
+        # What _add does, counted by _tally.c in two passes over the values, unsorted.
+        tallied = layout.tally(chunk, layout.edge_array, layout.bound_array, layout.max_value)
+        if tallied is None:
+            return
+        raw, first, n, total, lowest, highest, below = tallied
+        counts = array("Q")
+        counts.frombytes(raw)
+        self._merge_counts(
+            counts,
+            first,
+            _unit(lowest, layout.scale, layout.highest),
+            _unit(highest, layout.scale, layout.highest),
+        )
+        self._count += n
+        self._sum += total
+        self._le = list(map(add, self._le, below))
         self._view = None
 
     def _add_counts(self, values: list[float], layout: _Layout) -> None:
@@ -230,6 +268,10 @@ class HistogramChild:
         counts = array("Q", map(sub, positions[1:], positions[:-1]))
         low = _unit(values[0], layout.scale, layout.highest)
         high = _unit(values[-1], layout.scale, layout.highest)
+        self._merge_counts(counts, first, low, high)
+
+    def _merge_counts(self, counts: array, first: int, low: int, high: int) -> None:
+        # Adds counts of indices first .. first + len(counts) - 1 to this series' counts.
         mine = self._counts
         if mine is None:
             self._counts, self._first, self._low, self._high = counts, first, low, high
