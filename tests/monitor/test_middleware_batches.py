@@ -235,3 +235,102 @@ async def test_a_wrapper_called_as_receive_returns_the_servers_messages(registry
     assert seen == [{"type": "http.request", "body": b""}]
     assert [message["type"] for message in sent] == ["http.response.start", "http.response.body"]
     assert requests(registry) == {("/f", "GET", "200"): 1}
+
+
+# -- Pending: a series' requests between drains, in C or in its Python twin ----------------
+
+
+def pending_types() -> list[Any]:
+    from redline.monitor import _middleware
+
+    types: list[Any] = [_middleware._PendingLists]
+    if _middleware._CompiledPending is not None:
+        types.append(_middleware._CompiledPending)
+    return types
+
+
+def doubles(raw: Any) -> list[float]:
+    from redline.monitor._middleware import _as_doubles
+
+    return list(_as_doubles(raw))
+
+
+@pytest.mark.parametrize("kind", pending_types(), ids=lambda t: t.__name__)
+def test_pending_hands_over_everything_once_and_keeps_nothing(kind):
+    pending = kind(sizes=True, capacity=4)  # grown past its capacity below
+    big = 10**30  # any int a status may be is kept as it came
+    rows = [(200, 0.25, 10), (404, 0.5, 0), (200, 0.75, 7), (big, 1.0, 3), (200, 1.5, 2**40)]
+    for row in rows * 3:
+        pending.add(*row)
+    assert len(pending) == 15
+
+    tally, durations_, sizes_ = pending.take()
+
+    assert tally == {200: 9, 404: 3, big: 3}
+    assert doubles(durations_) == [seconds for _, seconds, _ in rows * 3]
+    assert doubles(sizes_) == [float(size) for _, _, size in rows * 3]
+    assert len(pending) == 0
+    tally, durations_, sizes_ = pending.take()  # nothing left to hand over
+    assert (tally, doubles(durations_), doubles(sizes_)) == ({}, [], [])
+    pending.add(500, 0.1, 1)
+    pending.clear()
+    assert len(pending) == 0
+
+
+@pytest.mark.parametrize("kind", pending_types(), ids=lambda t: t.__name__)
+def test_pending_without_sizes_hands_over_none_for_them(kind):
+    pending = kind(sizes=False, capacity=1)
+    pending.add(200, 0.125, 99)
+    tally, durations_, sizes_ = pending.take()
+    assert (tally, doubles(durations_), sizes_) == ({200: 1}, [0.125], None)
+
+
+def test_the_c_pending_refuses_a_status_that_is_not_an_int_and_holds_no_reference_after():
+    import sys
+
+    from redline.monitor import _middleware
+
+    if _middleware._CompiledPending is None:
+        pytest.skip("redline.monitor._request is not compiled")
+    pending = _middleware._CompiledPending(sizes=False, capacity=2)
+    with pytest.raises(TypeError, match="status must be an int, not str"):
+        pending.add("200", 0.1, 0)
+    with pytest.raises(TypeError, match="takes 3 arguments"):
+        pending.add(200, 0.1)
+    with pytest.raises(ValueError, match="capacity must be at least 1"):
+        _middleware._CompiledPending(capacity=0)
+    status = 10**20 + 7  # a fresh int object: its reference count shows what Pending holds
+    before = sys.getrefcount(status)
+    for _ in range(100):
+        pending.add(status, 0.1, 0)
+    assert sys.getrefcount(status) == before + 100
+    pending.take()
+    assert sys.getrefcount(status) == before
+    pending.add(status, 0.1, 0)
+    del pending  # deallocated with a request pending: the reference goes too
+    assert sys.getrefcount(status) == before
+
+
+def test_each_request_path_keeps_its_series_in_its_own_pending(registry, implementation):
+    from redline.monitor import _middleware
+
+    app = Starlette(
+        routes=[Route("/s", status_of)],
+        middleware=[Middleware(MetricsMiddleware, registry=registry)],
+    )
+    with serve_url(app) as url, httpx.Client(base_url=url) as client:
+        assert client.get("/s").status_code == 200
+        assert client.get("/s").status_code == 200
+        middleware = next(m for m in _middlewares(app) if isinstance(m, MetricsMiddleware))
+        kinds = {type(p) for p in middleware._finished.series.values()}
+    expected = _middleware._CompiledPending if implementation == "c" else _middleware._PendingLists
+    assert kinds == {expected}
+    assert counted(registry, 2) == {("/s", "GET", "200"): 2}
+
+
+def _middlewares(app: Starlette) -> list[Any]:
+    found, layer = [], app.middleware_stack
+    while layer is not None:
+        found.append(layer)
+        layer = getattr(layer, "app", None)
+    return found

@@ -59,12 +59,15 @@ and ``send`` the app is given (called with a message it is send, without one rec
 Everything else (other scopes, a path or method not seen before) goes through ``_dispatch``,
 and ``_serve`` is the pure-Python twin of the C object, used without the extension or with
 ``REDLINE_PURE_PYTHON=1``; the tests run on both. In either, a finished request of a route
-seen before finds the pending lists of its series by one dict lookup by the route's identity
-and appends its status and duration: an int and a float, which the cyclic GC does not track,
-rather than a tuple per request. The lists of a series are added to the metrics in bulk once
-they hold 1024 requests (statuses counted in C, durations handed over as one array) and
-whenever one of the metrics is collected (a scrape, a multi-process snapshot), so every
-collected view is exact; only a child read directly (``.labels(...).value``) can be behind.
+seen before finds the pending requests of its series by one dict lookup by the route's
+identity and adds its status, duration and size there: with the C path into the
+extension's ``Pending``, C arrays (a reference to the status int and two doubles, no object
+made), else into ``_PendingLists``, its twin, which appends an int and a float to lists,
+nothing the cyclic GC tracks. A series' pending requests are added to the metrics in bulk
+once they are 1024 (statuses counted in C, durations handed over as one array of doubles,
+which the histogram counts in C too, see ``_tally.c``) and whenever one of the metrics is
+collected (a scrape, a multi-process snapshot), so every collected view is exact; only a
+child read directly (``.labels(...).value``) can be behind.
 ``benchmarks/middleware_bench.py`` measures the throughput, beside a middleware that only
 forwards and one that only wraps ``send`` to time requests: the floor any pure-Python
 instrumentation pays.
@@ -98,9 +101,11 @@ from redline.monitor._snapshot import MetricFamily
 try:
     from redline.monitor._request import Flight as _Flight
     from redline.monitor._request import Middleware as _Base
+    from redline.monitor._request import Pending as _CompiledPending
     from redline.monitor._request import Requests as _Compiled
 except ImportError:  # built without a C compiler: _dispatch and _serve do the work in Python
     _Base, _Compiled, _Flight = object, None, deque  # type: ignore[assignment,misc]
+    _CompiledPending = None  # type: ignore[assignment,misc]
 
 # The C request path unless absent or REDLINE_PURE_PYTHON=1 (read when a middleware is made;
 # workers inherit the environment).
@@ -190,7 +195,9 @@ class MetricsMiddleware(_Base):  # type: ignore[misc,valid-type]
                 scale=1,
                 max_value=2.0**40,
             )
-        self._finished = _Finished(self.requests, self.duration, self.response_size)
+        self._finished = _Finished(
+            self.requests, self.duration, self.response_size, compiled=_Requests is not None
+        )
         # The metrics know their feeds weakly; what a discarded middleware still held counts.
         weakref.finalize(self, self._finished.drain)
         self._in_flight = _InFlight.of(self.in_progress)
@@ -285,12 +292,8 @@ class MetricsMiddleware(_Base):  # type: ignore[misc,valid-type]
                     if pending is None:
                         hot[0](scope, status, perf_counter() - started, size)
                     else:
-                        statuses, durations, lengths = pending
-                        statuses.append(status)
-                        durations.append(perf_counter() - started)
-                        if sizes:
-                            lengths.append(size)
-                        if len(durations) >= hot[1]:
+                        pending.add(status, perf_counter() - started, size)
+                        if len(pending) >= hot[1]:
                             hot[2]()
                     status = -1
             elif kind == "http.response.start":
@@ -408,13 +411,55 @@ class MetricsMiddleware(_Base):  # type: ignore[misc,valid-type]
         return path in self._exclude or path.startswith(self._exclude_below)
 
 
-# Per series, the statuses, durations and (when recorded) body sizes of the requests not yet
-# added to the metrics, in three lists rather than one list of tuples: appending an int or a
-# float allocates nothing the cyclic GC tracks, and the metrics need the columns apart.
-# Which status went with which duration does not matter, so a request that has appended to
-# one list and not yet to the next (another thread's) just waits for the next drain.
-_Pending = tuple[list[int], list[float], list[int]]
-# Per request method: the in-flight count's append and pop, and id(route) -> _Pending.
+class _PendingLists:
+    """A series' finished requests not yet added to the metrics, in Python: the twin of the
+    extension's ``Pending`` (``_request.c``), which keeps them in C arrays.
+
+    Statuses, durations and (when recorded) body sizes go in three lists rather than one list
+    of tuples: appending an int or a float allocates nothing the cyclic GC tracks, and the
+    metrics need the columns apart. Which status went with which duration does not matter,
+    so a request that has appended to one list and not yet to the next (another thread's)
+    just waits for the next ``take``, which takes a counted prefix of each, in place.
+    """
+
+    __slots__ = ("statuses", "durations", "sizes", "keep_sizes")
+
+    def __init__(self, sizes: bool = False, capacity: int = 0) -> None:
+        self.statuses: list[int] = []
+        self.durations: list[float] = []
+        self.sizes: list[int] = []
+        self.keep_sizes = sizes
+
+    def add(self, status: int, seconds: float, size: int) -> None:
+        self.statuses.append(status)
+        self.durations.append(seconds)
+        if self.keep_sizes:
+            self.sizes.append(size)
+
+    def __len__(self) -> int:
+        return len(self.durations)
+
+    def take(self) -> tuple[dict[int, int], bytes, bytes | None]:
+        statuses, durations, sizes = self.statuses, self.durations, self.sizes
+        n = min(len(statuses), len(durations))
+        if self.keep_sizes:
+            n = min(n, len(sizes))
+        counted, seconds, lengths = statuses[:n], durations[:n], sizes[:n]
+        del statuses[:n], durations[:n], sizes[:n]
+        first = counted[0] if counted else None
+        if counted.count(first) == n:  # one status, the usual: counted in C
+            tally = {first: n} if n else {}
+        else:
+            tally = dict(Tally(counted))
+        return tally, _doubles(seconds), _doubles(lengths) if self.keep_sizes else None
+
+    def clear(self) -> None:
+        del self.statuses[:], self.durations[:], self.sizes[:]
+
+
+# Per request method: the in-flight count's append and pop, and id(route) -> the pending
+# requests of that route and method (a Pending, or its twin _PendingLists).
+_Pending = Any
 _Method = tuple[Callable[[None], None], Callable[[], None], dict[int, _Pending]]
 
 
@@ -422,7 +467,14 @@ class _Finished:
     """One middleware's finished requests not yet added to the metrics, per series (route
     template and method)."""
 
-    def __init__(self, requests: Counter, duration: Histogram, size: Histogram | None) -> None:
+    def __init__(
+        self,
+        requests: Counter,
+        duration: Histogram,
+        size: Histogram | None,
+        *,
+        compiled: bool = False,
+    ) -> None:
         self.requests = requests
         self.duration = duration
         self.size = size
@@ -436,53 +488,50 @@ class _Finished:
                 metric._feeds.add(self)
             elif metric is not None:
                 self.batch = 1
+        # The C request path stores into the extension's Pending; the Python one into either.
+        use_c = compiled and _CompiledPending is not None
+        self._new_pending = _CompiledPending if use_c else _PendingLists
 
     def pending(self, route: str, method: str) -> _Pending:
         """The pending requests of a series, made on first use."""
         found = self.series.get((route, method))
         if found is None:
-            found = self.series.setdefault((route, method), ([], [], []))
+            made = self._new_pending(sizes=self.size is not None, capacity=self.batch)
+            found = self.series.setdefault((route, method), made)
         return found
 
     def add(self, pending: _Pending, status: int, seconds: float, size: int) -> None:
-        statuses, durations, sizes = pending
-        statuses.append(status)
-        durations.append(seconds)
-        if self.size is not None:
-            sizes.append(size)
-        if len(durations) >= self.batch:
+        pending.add(status, seconds, size)
+        if len(pending) >= self.batch:
             self.drain()
 
     def drain(self) -> None:
         """Add the finished requests to the metrics."""
         taken = []
         with self._lock:
-            for key, (statuses, durations, sizes) in list(self.series.items()):
-                # A counted prefix, in place: requests finishing meanwhile stay for next time.
-                n = min(len(statuses), len(durations))
-                if self.size is not None:
-                    n = min(n, len(sizes))
-                if n:
-                    taken.append((key, statuses[:n], durations[:n], sizes[:n]))
-                    del statuses[:n], durations[:n], sizes[:n]
-        # One labels() lookup and one bulk record per series and metric; a batch of one
-        # status (the usual) is counted in C.
-        for (route, method), statuses, durations, sizes in taken:
-            first = statuses[0]
-            if statuses.count(first) == len(statuses):
-                self.requests.labels(route, method, first).inc(len(statuses))
-            else:
-                for status, count in Tally(statuses).items():
-                    self.requests.labels(route, method, status).inc(count)
-            _observe_all(self.duration.labels(route, method), _doubles(durations))
-            if self.size is not None:
-                _observe_all(self.size.labels(route, method), _doubles(sizes))
+            for key, pending in list(self.series.items()):
+                if len(pending):
+                    taken.append((key, pending.take()))
+        # One labels() lookup and one bulk record per series and metric.
+        for (route, method), (tally, durations, sizes) in taken:
+            for status, count in tally.items():
+                self.requests.labels(route, method, status).inc(count)
+            _observe_all(self.duration.labels(route, method), _as_doubles(durations))
+            if self.size is not None and sizes is not None:
+                _observe_all(self.size.labels(route, method), _as_doubles(sizes))
 
     def clear(self) -> None:
         with self._lock:
-            for columns in self.series.values():
-                for column in columns:
-                    del column[:]
+            for pending in self.series.values():
+                pending.clear()
+
+
+def _as_doubles(raw: bytes | array[float]) -> array[float]:
+    if isinstance(raw, array):
+        return raw
+    values = array("d")
+    values.frombytes(raw)
+    return values
 
 
 def _doubles(values: list[float]) -> array[float]:
