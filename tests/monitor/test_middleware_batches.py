@@ -311,7 +311,10 @@ def test_the_c_pending_refuses_a_status_that_is_not_an_int_and_holds_no_referenc
     assert sys.getrefcount(status) == before
 
 
-def test_each_request_path_keeps_its_series_in_its_own_pending(registry, implementation):
+def test_each_request_path_keeps_its_series_in_its_own_pending(
+    registry,
+    implementation,  # noqa: F811  (the autouse fixture's value: which path)
+):
     from redline.monitor import _middleware
 
     app = Starlette(

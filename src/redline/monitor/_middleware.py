@@ -446,11 +446,9 @@ class _PendingLists:
             n = min(n, len(sizes))
         counted, seconds, lengths = statuses[:n], durations[:n], sizes[:n]
         del statuses[:n], durations[:n], sizes[:n]
-        first = counted[0] if counted else None
-        if counted.count(first) == n:  # one status, the usual: counted in C
-            tally = {first: n} if n else {}
-        else:
-            tally = dict(Tally(counted))
+        # One status, the usual, is counted in C.
+        one = not counted or counted.count(counted[0]) == n
+        tally = ({counted[0]: n} if n else {}) if one else dict(Tally(counted))
         return tally, _doubles(seconds), _doubles(lengths) if self.keep_sizes else None
 
     def clear(self) -> None:
