@@ -337,3 +337,52 @@ def _middlewares(app: Starlette) -> list[Any]:
         found.append(layer)
         layer = getattr(layer, "app", None)
     return found
+
+
+def test_the_c_routes_table_answers_as_the_dict_it_replaces():
+    from redline.monitor import _middleware
+
+    if _middleware._CompiledRoutes is None:
+        pytest.skip("redline.monitor._request is not compiled")
+    routes, twin = _middleware._CompiledRoutes(), {}
+    keep = [object() for _ in range(3000)]  # alive: their ids are not reused meanwhile
+    for i, thing in enumerate(keep):  # grown from 8 slots many times over
+        routes[id(thing)] = twin[id(thing)] = f"series {i}"
+    routes[id(keep[0])] = twin[id(keep[0])] = "replaced"
+    for thing in keep[::7]:
+        del routes[id(thing)], twin[id(thing)]
+    assert len(routes) == len(twin)
+    for thing in keep:
+        assert routes.get(id(thing)) == twin.get(id(thing))
+        assert routes.get(id(thing), "none") == twin.get(id(thing), "none")
+    assert routes[id(keep[1])] == "series 1"
+    with pytest.raises(KeyError):
+        routes[id(keep[7])]
+    with pytest.raises(KeyError):
+        del routes[id(keep[7])]
+    assert routes.get("not an id") is None and routes.get(0, "none") == "none"
+    with pytest.raises(TypeError, match="keys are id"):
+        routes["not an id"] = 1
+    routes.clear()
+    assert len(routes) == 0 and routes.get(id(keep[1])) is None
+
+
+def test_with_the_c_path_the_series_of_each_method_are_a_routes_table(
+    registry,
+    implementation,  # noqa: F811  (the autouse fixture's value: which path)
+):
+    from redline.monitor import _middleware
+
+    app = Starlette(
+        routes=[Route("/s", status_of)],
+        middleware=[Middleware(MetricsMiddleware, registry=registry)],
+    )
+    with serve_url(app) as url, httpx.Client(base_url=url) as client:
+        for _ in range(3):
+            assert client.get("/s").status_code == 200
+        middleware = next(m for m in _middlewares(app) if isinstance(m, MetricsMiddleware))
+        table = middleware._routes.pending["GET"]
+        assert len(table) == 1  # the route, found by address from the second request on
+    expected = _middleware._CompiledRoutes if implementation == "c" else dict
+    assert type(table) is expected
+    assert counted(registry, 3) == {("/s", "GET", "200"): 3}

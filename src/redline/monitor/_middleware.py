@@ -103,9 +103,10 @@ try:
     from redline.monitor._request import Middleware as _Base
     from redline.monitor._request import Pending as _CompiledPending
     from redline.monitor._request import Requests as _Compiled
+    from redline.monitor._request import Routes as _CompiledRoutes
 except ImportError:  # built without a C compiler: _dispatch and _serve do the work in Python
     _Base, _Compiled, _Flight = object, None, deque  # type: ignore[assignment,misc]
-    _CompiledPending = None  # type: ignore[assignment,misc]
+    _CompiledPending = _CompiledRoutes = None  # type: ignore[assignment,misc]
 
 # The C request path unless absent or REDLINE_PURE_PYTHON=1 (read when a middleware is made;
 # workers inherit the environment).
@@ -201,7 +202,9 @@ class MetricsMiddleware(_Base):  # type: ignore[misc,valid-type]
         # The metrics know their feeds weakly; what a discarded middleware still held counts.
         weakref.finalize(self, self._finished.drain)
         self._in_flight = _InFlight.of(self.in_progress)
-        self._routes = _RouteTemplates()
+        # With the C request path, id(route) -> Pending tables that C reads by address.
+        compiled = _Requests is not None and _CompiledRoutes is not None
+        self._routes = _RouteTemplates(_CompiledRoutes if compiled else dict)
         self._route = self._routes.template if route_of is None else self.route
         # Paths seen not to be excluded under any root path: one set lookup per request.
         self._clean: set[str] = set()
@@ -693,7 +696,7 @@ class _RouteTemplates:
     ``scope["route"]`` or, where it left none (FastAPI sets it for its own routes only, not
     for Starlette routes and mounts added to it), in ``scope["endpoint"]``."""
 
-    def __init__(self) -> None:
+    def __init__(self, table: Callable[[], Any] = dict) -> None:
         # id(route or endpoint) -> (it, its template, or None when several are possible);
         # the object is kept so that its id cannot be reused by another one.
         self._known: dict[int, tuple[Any, str | None]] = {}
@@ -702,7 +705,8 @@ class _RouteTemplates:
         self.by_route: dict[int, str] = {}
         # method label -> id(route) -> the pending requests of the route and method (see
         # _Finished); filled by the middleware, emptied with by_route.
-        self.pending: defaultdict[str, dict[int, _Pending]] = defaultdict(dict)
+        # A dict, or the extension's Routes, which the C request path reads by address.
+        self.pending: defaultdict[str, dict[int, _Pending]] = defaultdict(table)
         # id(root router) -> (router, its _Tree)
         self._trees: dict[int, tuple[Any, _Tree]] = {}
 

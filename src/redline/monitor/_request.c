@@ -32,6 +32,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 #include <structmember.h>
 #include <time.h>
@@ -496,6 +497,290 @@ static PyTypeObject Pending_Type = {
     .tp_dealloc = (destructor)Pending_dealloc,
 };
 
+/* -- Routes: id(route) -> a series' Pending, for one request method ---------------------- */
+
+/* What a dict of id(route) -> Pending does for the Python side (set, get, clear), with the
+   lookup the C request path makes per request done on the route's address itself: no int
+   made for the id, no int compared. Open addressing, linear probing, at most half full; a
+   key is never 0 (no object lives at address 0). Routes are few (one per route of the app
+   and method, at most 10,000 before _RouteTemplates empties them), so deletion rebuilds. */
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t used;
+    size_t mask;
+    uintptr_t *keys;
+    PyObject **values;
+} Routes;
+
+static PyTypeObject Routes_Type;
+
+static inline size_t
+routes_slot(const Routes *self, uintptr_t key)
+{
+    uint64_t h = (uint64_t)(key >> 4) * 0x9E3779B97F4A7C15ULL;
+    size_t i = (size_t)(h >> 32) & self->mask;
+    while (self->keys[i] != 0 && self->keys[i] != key)
+        i = (i + 1) & self->mask;
+    return i;
+}
+
+/* The value for key, borrowed, or NULL (no exception) when there is none. */
+static inline PyObject *
+routes_find(const Routes *self, const void *address)
+{
+    uintptr_t key = (uintptr_t)address;
+    size_t i = routes_slot(self, key);
+    return self->keys[i] == key ? self->values[i] : NULL;
+}
+
+static int
+routes_alloc(Routes *self, size_t capacity)
+{
+    uintptr_t *keys = PyMem_Calloc(capacity, sizeof(uintptr_t));
+    PyObject **values = PyMem_Calloc(capacity, sizeof(PyObject *));
+    if (keys == NULL || values == NULL) {
+        PyMem_Free(keys);
+        PyMem_Free(values);
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->keys = keys;
+    self->values = values;
+    self->mask = capacity - 1;
+    self->used = 0;
+    return 0;
+}
+
+/* Moves every entry into a table of `capacity` slots, leaving out `skip` (0: none). */
+static int
+routes_rebuild(Routes *self, size_t capacity, uintptr_t skip)
+{
+    uintptr_t *keys = self->keys;
+    PyObject **values = self->values;
+    size_t i, old = self->mask + 1;
+    PyObject *dropped = NULL;
+    if (routes_alloc(self, capacity) < 0) {
+        self->keys = keys;
+        self->values = values;
+        self->mask = old - 1;
+        return -1;
+    }
+    for (i = 0; i < old; i++) {
+        if (keys[i] == 0)
+            continue;
+        if (keys[i] == skip) {
+            dropped = values[i];
+            continue;
+        }
+        {
+            size_t j = routes_slot(self, keys[i]);
+            self->keys[j] = keys[i];
+            self->values[j] = values[i];
+            self->used++;
+        }
+    }
+    PyMem_Free(keys);
+    PyMem_Free(values);
+    Py_XDECREF(dropped);
+    return 0;
+}
+
+static int
+routes_key(PyObject *key, uintptr_t *out)
+{
+    void *address;
+    if (!PyLong_Check(key)) {
+        PyErr_Format(PyExc_TypeError, "Routes: keys are id() values (ints), not %.100s",
+                     Py_TYPE(key)->tp_name);
+        return -1;
+    }
+    address = PyLong_AsVoidPtr(key);
+    if (address == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "Routes: 0 is not the id() of an object");
+        return -1;
+    }
+    *out = (uintptr_t)address;
+    return 0;
+}
+
+static PyObject *
+Routes_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    Routes *self;
+    if (PyTuple_GET_SIZE(args) != 0 || (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "Routes() takes no arguments");
+        return NULL;
+    }
+    self = (Routes *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    if (routes_alloc(self, 8) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static Py_ssize_t
+Routes_len(Routes *self)
+{
+    return self->used;
+}
+
+static PyObject *
+Routes_subscript(Routes *self, PyObject *key)
+{
+    uintptr_t address;
+    PyObject *found;
+    if (routes_key(key, &address) < 0)
+        return NULL;
+    found = routes_find(self, (void *)address);
+    if (found == NULL) {
+        PyErr_SetObject(PyExc_KeyError, key);
+        return NULL;
+    }
+    return Py_NewRef(found);
+}
+
+static int
+Routes_ass_subscript(Routes *self, PyObject *key, PyObject *value)
+{
+    uintptr_t address;
+    size_t i;
+    if (routes_key(key, &address) < 0)
+        return -1;
+    i = routes_slot(self, address);
+    if (value == NULL) {
+        if (self->keys[i] != address) {
+            PyErr_SetObject(PyExc_KeyError, key);
+            return -1;
+        }
+        return routes_rebuild(self, self->mask + 1, address);
+    }
+    if (self->keys[i] == address) {
+        Py_SETREF(self->values[i], Py_NewRef(value));
+        return 0;
+    }
+    if ((size_t)(self->used + 1) * 2 > self->mask + 1) {
+        if (routes_rebuild(self, (self->mask + 1) * 2, 0) < 0)
+            return -1;
+        i = routes_slot(self, address);
+    }
+    self->keys[i] = address;
+    self->values[i] = Py_NewRef(value);
+    self->used++;
+    return 0;
+}
+
+static PyObject *
+Routes_get(Routes *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    uintptr_t address;
+    PyObject *found;
+    if (nargs < 1 || nargs > 2) {
+        PyErr_Format(PyExc_TypeError, "get() takes 1 or 2 arguments, got %zd", nargs);
+        return NULL;
+    }
+    if (!PyLong_Check(args[0]))
+        return Py_NewRef(nargs == 2 ? args[1] : Py_None); /* as a dict of ints answers */
+    if (routes_key(args[0], &address) < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_ValueError) &&
+            !PyErr_ExceptionMatches(PyExc_OverflowError))
+            return NULL;
+        PyErr_Clear();
+        return Py_NewRef(nargs == 2 ? args[1] : Py_None);
+    }
+    found = routes_find(self, (void *)address);
+    return Py_NewRef(found != NULL ? found : (nargs == 2 ? args[1] : Py_None));
+}
+
+static void
+routes_empty(Routes *self)
+{
+    size_t i, n = self->mask + 1;
+    for (i = 0; i < n; i++) {
+        if (self->keys[i] != 0) {
+            PyObject *value = self->values[i];
+            self->keys[i] = 0;
+            self->values[i] = NULL;
+            Py_DECREF(value);
+        }
+    }
+    self->used = 0;
+}
+
+static PyObject *
+Routes_clear_method(Routes *self, PyObject *Py_UNUSED(ignored))
+{
+    routes_empty(self);
+    Py_RETURN_NONE;
+}
+
+static int
+Routes_traverse(Routes *self, visitproc visit, void *arg)
+{
+    size_t i;
+    if (self->keys == NULL)
+        return 0;
+    for (i = 0; i <= self->mask; i++)
+        if (self->keys[i] != 0)
+            Py_VISIT(self->values[i]);
+    return 0;
+}
+
+static int
+Routes_clear(Routes *self)
+{
+    if (self->keys != NULL)
+        routes_empty(self);
+    return 0;
+}
+
+static void
+Routes_dealloc(Routes *self)
+{
+    PyObject_GC_UnTrack(self);
+    Routes_clear(self);
+    PyMem_Free(self->keys);
+    PyMem_Free(self->values);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+Routes_repr(Routes *self)
+{
+    return PyUnicode_FromFormat("<Routes %zd>", self->used);
+}
+
+static PyMethodDef Routes_methods[] = {
+    {"get", (PyCFunction)(void (*)(void))Routes_get, METH_FASTCALL,
+     "get(id, default=None): the value for a route's id, as dict.get."},
+    {"clear", (PyCFunction)Routes_clear_method, METH_NOARGS, "clear(): forget every route."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMappingMethods Routes_mapping = {
+    .mp_length = (lenfunc)Routes_len,
+    .mp_subscript = (binaryfunc)Routes_subscript,
+    .mp_ass_subscript = (objobjargproc)Routes_ass_subscript,
+};
+
+static PyTypeObject Routes_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "redline.monitor._request.Routes",
+    .tp_basicsize = sizeof(Routes),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Routes(): id(route) -> value, a dict the C request path reads by address.",
+    .tp_new = Routes_new,
+    .tp_methods = Routes_methods,
+    .tp_as_mapping = &Routes_mapping,
+    .tp_repr = (reprfunc)Routes_repr,
+    .tp_traverse = (traverseproc)Routes_traverse,
+    .tp_clear = (inquiry)Routes_clear,
+    .tp_dealloc = (destructor)Routes_dealloc,
+};
+
 /* -- Requests: one per middleware ---------------------------------------------------------- */
 
 typedef struct {
@@ -571,12 +856,19 @@ record_sent(Request *self)
     route = get(self->scope, s_route, Py_None);
     if (route == NULL)
         goto fail;
-    key = PyLong_FromVoidPtr(route);
-    Py_DECREF(route);
-    if (key == NULL)
-        goto fail;
-    pending = PyDict_GetItemWithError(self->series, key);
-    Py_DECREF(key);
+    if (Py_IS_TYPE(self->series, &Routes_Type)) {
+        /* Borrowed, and the route may go with the reference: only its address is used. */
+        pending = routes_find((Routes *)self->series, route);
+        Py_DECREF(route);
+    }
+    else {
+        key = PyLong_FromVoidPtr(route);
+        Py_DECREF(route);
+        if (key == NULL)
+            goto fail;
+        pending = PyDict_GetItemWithError(self->series, key);
+        Py_DECREF(key);
+    }
     if (pending == NULL) {
         if (PyErr_Occurred())
             goto fail;
@@ -1197,9 +1489,10 @@ Requests_request(Requests *self, PyObject *const *args, Py_ssize_t nargs)
     }
     found = args[3];
     if (!PyTuple_CheckExact(found) || PyTuple_GET_SIZE(found) != 3 ||
-        !PyDict_CheckExact(PyTuple_GET_ITEM(found, 2))) {
+        !(PyDict_CheckExact(PyTuple_GET_ITEM(found, 2)) ||
+          Py_IS_TYPE(PyTuple_GET_ITEM(found, 2), &Routes_Type))) {
         PyErr_SetString(PyExc_TypeError, "request(): the 4th argument must be (enter, leave, "
-                                         "series), series a dict");
+                                         "series), series a dict or Routes");
         return NULL;
     }
     request = PyObject_GC_New(Request, &Request_Type);
@@ -1456,6 +1749,7 @@ module_exec(PyObject *module)
     if (empty_bytes == NULL && (empty_bytes = PyBytes_FromStringAndSize("", 0)) == NULL)
         return -1;
     if (PyType_Ready(&Flight_Type) < 0 || PyType_Ready(&Pending_Type) < 0 ||
+        PyType_Ready(&Routes_Type) < 0 ||
         PyType_Ready(&Request_Type) < 0 ||
         PyType_Ready(&Requests_Type) < 0 ||
         PyType_Ready(&Middleware_Type) < 0)
@@ -1465,6 +1759,7 @@ module_exec(PyObject *module)
         PyModule_AddObjectRef(module, "Middleware", (PyObject *)&Middleware_Type) < 0 ||
         PyModule_AddObjectRef(module, "Flight", (PyObject *)&Flight_Type) < 0 ||
         PyModule_AddObjectRef(module, "Pending", (PyObject *)&Pending_Type) < 0 ||
+        PyModule_AddObjectRef(module, "Routes", (PyObject *)&Routes_Type) < 0 ||
         PyModule_AddObjectRef(module, "DISCONNECTED", s_disconnected) < 0)
         return -1;
     return 0;
