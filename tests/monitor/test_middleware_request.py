@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tracemalloc
 import types
-from collections.abc import Generator
+from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from test_middleware import (
     in_progress,
     requests,
     settle,
+    sizes,
 )
 
 from redline import monitor
@@ -469,6 +470,59 @@ async def test_a_status_that_is_not_an_int_is_refused_with_a_clear_error(registr
         await send({**START, "status": "200"})
 
     with pytest.raises(TypeError, match="status must be an int, not str"):
+        await middleware(app, registry)(scope(), receive, discard)
+
+    assert requests(registry) == {("/x", "GET", "500"): 1}
+
+
+class ReadOnlyMessage(Mapping[str, Any]):
+    """A message that is not a dict: the C path reads it by lookups, not in one pass."""
+
+    def __init__(self, **fields: Any) -> None:
+        self._fields = fields
+
+    def __getitem__(self, key: str) -> Any:
+        return self._fields[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+
+def runtime_keys(**fields: Any) -> dict[str, Any]:
+    """Keys made at run time, not interned: equal to the literals' in text only."""
+    return {"".join(list(key)): value for key, value in fields.items()}
+
+
+def padded(**fields: Any) -> dict[str, Any]:
+    """More entries than the C path reads in one pass."""
+    return {**{f"x-extra-{i}": i for i in range(10)}, **fields}
+
+
+@pytest.mark.parametrize(
+    "make", [dict, ReadOnlyMessage, runtime_keys, padded], ids=lambda make: make.__name__
+)
+async def test_messages_of_any_mapping_and_key_strings_are_read_alike(registry, make):
+    async def app(scope, receive, send):
+        await send(make(type="http.response.start", status=201, headers=[], trailers=False))
+        await send(make(type="http.response.body", body=b"ab", more_body=True))
+        await send(make(type="http.response.body", body=b"cde", more_body=False))
+        await send(make(type="http.response.body", body=b"late"))  # after the end: not sized
+
+    await middleware(app, registry, response_size=True)(scope(), receive, discard)
+
+    assert requests(registry) == {("/x", "GET", "201"): 1}
+    assert sizes(registry)[("/x", "GET")].sum == 5
+
+
+@pytest.mark.parametrize("make", [dict, ReadOnlyMessage], ids=lambda make: make.__name__)
+async def test_a_start_message_without_a_status_raises_key_error(registry, make):
+    async def app(scope, receive, send):
+        await send(make(type="http.response.start", headers=[]))
+
+    with pytest.raises(KeyError, match="status"):
         await middleware(app, registry)(scope(), receive, discard)
 
     assert requests(registry) == {("/x", "GET", "500"): 1}
