@@ -646,3 +646,42 @@ async def test_after_sigterm_the_last_request_in_flight_writes_the_last_snapshot
 async def _respond(send: Any) -> None:
     await send(START)
     await send(BODY)
+
+
+# -- calls without an argument tuple ---------------------------------------------------------
+
+HAVE_VECTORCALL = 1 << 11  # Py_TPFLAGS_HAVE_VECTORCALL
+
+
+def test_the_middleware_is_called_without_an_argument_tuple_where_compiled():
+    from redline.monitor import _middleware
+
+    if _middleware._enable_vectorcall is None:
+        pytest.skip("redline.monitor._request is not compiled")
+    assert MetricsMiddleware.__flags__ & HAVE_VECTORCALL
+
+    class Plain(MetricsMiddleware):
+        pass
+
+    assert Plain.__flags__ & HAVE_VECTORCALL
+
+
+async def test_a_subclass_with_its_own_call_is_not_bypassed(registry):
+    calls = []
+
+    class Own(MetricsMiddleware):
+        async def __call__(self, scope, receive, send):
+            calls.append(scope["path"])
+            await super().__call__(scope, receive, send)
+
+    async def app(scope, receive, send):
+        await send(START)
+        await send(BODY)
+
+    own = Own(app, registry=registry, route_of=lambda scope: "/x")
+    assert not Own.__flags__ & HAVE_VECTORCALL
+    await own(scope(), receive, discard)
+    await own(scope(), receive, discard)
+
+    assert calls == ["/x", "/x"]
+    assert requests(registry) == {("/x", "GET", "200"): 2}

@@ -104,9 +104,10 @@ try:
     from redline.monitor._request import Pending as _CompiledPending
     from redline.monitor._request import Requests as _Compiled
     from redline.monitor._request import Routes as _CompiledRoutes
+    from redline.monitor._request import enable_vectorcall as _enable_vectorcall
 except ImportError:  # built without a C compiler: _dispatch and _serve do the work in Python
     _Base, _Compiled, _Flight = object, None, deque  # type: ignore[assignment,misc]
-    _CompiledPending = _CompiledRoutes = None  # type: ignore[assignment,misc]
+    _CompiledPending = _CompiledRoutes = _enable_vectorcall = None  # type: ignore[assignment,misc]
 
 # The C request path unless absent or REDLINE_PURE_PYTHON=1 (read when a middleware is made;
 # workers inherit the environment).
@@ -339,6 +340,11 @@ class MetricsMiddleware(_Base):  # type: ignore[misc,valid-type]
     if _Base is object:
         __call__ = _serve
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if _enable_vectorcall is not None:
+            _enable_vectorcall(cls)  # unless cls defines its own __call__
+
     def _record(self, scope: Scope, status: int, seconds: float, size: int) -> None:
         """A finished request off the fast path: the first of its route and method (whose
         pending lists are then remembered by the route's identity), one whose route has no
@@ -412,6 +418,11 @@ class MetricsMiddleware(_Base):  # type: ignore[misc,valid-type]
             return False
         path = scope["path"][len(root) :] or "/"
         return path in self._exclude or path.startswith(self._exclude_below)
+
+
+# Calls of the middleware skip the argument tuple (see _request.c's enable_vectorcall).
+if _enable_vectorcall is not None:
+    _enable_vectorcall(MetricsMiddleware)
 
 
 class _PendingLists:

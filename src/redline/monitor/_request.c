@@ -1693,24 +1693,22 @@ static PyTypeObject Requests_Type = {
 
 typedef struct {
     PyObject_HEAD
+    vectorcallfunc vectorcall; /* Middleware_vectorcall, set by Middleware_new */
     PyObject *clean;    /* _clean: paths seen not to be excluded */
     PyObject *methods;  /* _methods: request method -> (enter, leave, series) */
     PyObject *requests; /* _requests: the Requests that makes this middleware's requests */
 } Middleware;
 
-/* middleware(scope, receive, send): a counted HTTP request of a path and method seen before
-   gets its Request here; everything else (other scopes, a new path or method) goes to the
-   Python _dispatch, which does what this does and the rest, and with the pure-Python request
-   path (_requests is None) every call goes to _serve. */
 static PyObject *
-Middleware_call(Middleware *self, PyObject *args, PyObject *kwargs)
+Middleware_vectorcall(Middleware *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     PyObject *scope, *value, *found;
-    if (kwargs == NULL && PyTuple_GET_SIZE(args) == 3 && self->requests != NULL &&
+    if (kwnames == NULL && nargs == 3 && self->requests != NULL &&
         Py_IS_TYPE(self->requests, &Requests_Type) && self->clean != NULL &&
         PySet_CheckExact(self->clean) && self->methods != NULL &&
-        PyDict_CheckExact(self->methods) && PyDict_CheckExact(PyTuple_GET_ITEM(args, 0))) {
-        scope = PyTuple_GET_ITEM(args, 0);
+        PyDict_CheckExact(self->methods) && PyDict_CheckExact(args[0])) {
+        scope = args[0];
         value = PyDict_GetItemWithError(scope, s_type);
         if (value != NULL && same_text(k_http, value)) {
             value = PyDict_GetItemWithError(scope, s_path);
@@ -1721,8 +1719,7 @@ Middleware_call(Middleware *self, PyObject *args, PyObject *kwargs)
                 value = clean ? PyDict_GetItemWithError(scope, s_method) : NULL;
                 found = value != NULL ? PyDict_GetItemWithError(self->methods, value) : NULL;
                 if (found != NULL) {
-                    PyObject *call[4] = {scope, PyTuple_GET_ITEM(args, 1),
-                                         PyTuple_GET_ITEM(args, 2), found};
+                    PyObject *call[4] = {scope, args[1], args[2], found};
                     return Requests_request((Requests *)self->requests, call, 4);
                 }
             }
@@ -1733,20 +1730,39 @@ Middleware_call(Middleware *self, PyObject *args, PyObject *kwargs)
     {
         /* _dispatch with the C request path, _serve (all in Python) without it. */
         int compiled = self->requests != NULL && Py_IS_TYPE(self->requests, &Requests_Type);
-        PyObject *method = compiled ? s_dispatch : s_serve, *result;
-        if (kwargs == NULL && PyTuple_GET_SIZE(args) == 3) {
-            PyObject *call[4] = {(PyObject *)self, PyTuple_GET_ITEM(args, 0),
-                                 PyTuple_GET_ITEM(args, 1), PyTuple_GET_ITEM(args, 2)};
-            return PyObject_VectorcallMethod(method, call, 4 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+        PyObject *name = compiled ? s_dispatch : s_serve, *method, *result;
+        if (kwnames == NULL && nargs == 3) {
+            PyObject *call[4] = {(PyObject *)self, args[0], args[1], args[2]};
+            return PyObject_VectorcallMethod(name, call, 4 | PY_VECTORCALL_ARGUMENTS_OFFSET,
                                              NULL);
         }
-        method = PyObject_GetAttr((PyObject *)self, method);
+        method = PyObject_GetAttr((PyObject *)self, name);
         if (method == NULL)
             return NULL;
-        result = PyObject_Call(method, args, kwargs);
+        result = PyObject_Vectorcall(method, args, nargsf, kwnames);
         Py_DECREF(method);
         return result;
     }
+}
+
+/* middleware(scope, receive, send): a counted HTTP request of a path and method seen before
+   gets its Request here; everything else (other scopes, a new path or method) goes to the
+   Python _dispatch, which does what this does and the rest, and with the pure-Python request
+   path (_requests is None) every call goes to _serve. Called through vectorcall where the
+   type allows it (see enable_vectorcall), else through tp_call with a tuple. */
+static PyObject *
+Middleware_call(Middleware *self, PyObject *args, PyObject *kwargs)
+{
+    return PyVectorcall_Call((PyObject *)self, args, kwargs);
+}
+
+static PyObject *
+Middleware_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    Middleware *self = (Middleware *)PyType_GenericNew(type, args, kwargs);
+    if (self != NULL)
+        self->vectorcall = (vectorcallfunc)Middleware_vectorcall;
+    return (PyObject *)self;
 }
 
 /* MetricsMiddleware, a heap subclass, visits and releases its own type (subtype_traverse,
@@ -1788,14 +1804,45 @@ static PyTypeObject Middleware_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "redline.monitor._request.Middleware",
     .tp_basicsize = sizeof(Middleware),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE |
+                Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_doc = "MetricsMiddleware's base: its __call__, in C.",
-    .tp_new = PyType_GenericNew,
+    .tp_new = Middleware_new,
+    .tp_vectorcall_offset = offsetof(Middleware, vectorcall),
     .tp_call = (ternaryfunc)Middleware_call,
     .tp_members = Middleware_members,
     .tp_traverse = (traverseproc)Middleware_traverse,
     .tp_clear = (inquiry)Middleware_clear,
     .tp_dealloc = (destructor)Middleware_dealloc,
+};
+
+/* enable_vectorcall(cls) -> bool: lets calls of cls's instances skip the argument tuple.
+
+   Python 3.11 does not pass Py_TPFLAGS_HAVE_VECTORCALL on to a class defined in Python (3.12
+   does, when it keeps the base's tp_call), so servers calling a MetricsMiddleware would build
+   a tuple for tp_call on every request. The flag is set on cls only when cls keeps the base's
+   tp_call, i.e. defines no __call__ of its own that vectorcall would bypass. */
+static PyObject *
+enable_vectorcall(PyObject *Py_UNUSED(module), PyObject *cls)
+{
+    PyTypeObject *type;
+    if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, &Middleware_Type)) {
+        PyErr_SetString(PyExc_TypeError, "enable_vectorcall(): a subclass of Middleware");
+        return NULL;
+    }
+    type = (PyTypeObject *)cls;
+    if (type->tp_call != Middleware_Type.tp_call ||
+        type->tp_vectorcall_offset != Middleware_Type.tp_vectorcall_offset)
+        Py_RETURN_FALSE;
+    type->tp_flags |= Py_TPFLAGS_HAVE_VECTORCALL;
+    Py_RETURN_TRUE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"enable_vectorcall", (PyCFunction)enable_vectorcall, METH_O,
+     "enable_vectorcall(cls) -> bool: instances of cls are called without an argument tuple "
+     "(unless cls defines its own __call__)."},
+    {NULL, NULL, 0, NULL},
 };
 
 /* -- module ---------------------------------------------------------------------------------- */
@@ -1867,6 +1914,7 @@ static struct PyModuleDef request_module = {
     .m_doc = "MetricsMiddleware's per-request work in C; optional (see "
              "redline.monitor._middleware).",
     .m_size = 0,
+    .m_methods = module_methods,
     .m_slots = module_slots,
 };
 
