@@ -82,18 +82,45 @@ def test_the_c_flush_counts_exactly_as_the_python_one(layout, values, chunks):
     assert states[0] == states[1]
 
 
-def test_the_c_flush_refuses_buffers_that_are_not_doubles():
+def test_the_c_flush_refuses_buffers_of_the_wrong_kind():
     if _histogram._compiled_tally is None:
         pytest.skip("redline.monitor._tally is not compiled")
     tally = _histogram._compiled_tally
+    layout = monitor.Histogram("h", "d", ["a"], registry=monitor.Registry())._layout
     doubles = array("d", [1.0])
+    good = (doubles, layout.shifts, layout.bases, 1e6, 3_600_000_000, doubles, 3600.0)
+
+    def call(i, value):
+        return tally(*good[:i], value, *good[i + 1 :])
+
     with pytest.raises(TypeError, match="values must be a buffer of doubles"):
-        tally(array("q", [1]), doubles, doubles, 1.0)
-    with pytest.raises(TypeError, match="edges must be a buffer of doubles"):
-        tally(doubles, b"12345678", doubles, 1.0)
-    with pytest.raises(TypeError, match="takes 4 arguments"):
-        tally(doubles, doubles, doubles)
-    assert tally(array("d", [math.nan]), doubles, doubles, 1.0) is None
+        call(0, array("q", [1]))
+    with pytest.raises(TypeError, match="shifts must be 65 int64"):
+        call(1, array("q", [1]))
+    with pytest.raises(TypeError, match="bounds must be a buffer of doubles"):
+        call(5, b"12345678")
+    with pytest.raises(ValueError, match="highest < 2"):
+        call(4, 2**53)
+    with pytest.raises(TypeError, match="takes 7 arguments"):
+        tally(*good[:6])
+    assert call(0, array("d", [math.nan])) is None
+    assert call(0, array("d", [0.5]))[1:4] == (
+        layout_index(0.5), 1, 0.5
+    )  # fmt: skip
+
+
+def layout_index(value):
+    units = round(value * 1e6)
+    reference = new_histogram(3_600_000_000, 2)
+    return reference.get_counts_array_index(units)
+
+
+def test_a_layout_beyond_two_to_the_53_units_keeps_the_python_flush(registry):
+    huge = monitor.Histogram("h", "d", ["a"], scale=1e9, max_value=1e8, registry=registry)
+    child = huge.labels("x")
+    assert child._layout.tally is None
+    child.observe(1.5)
+    assert child.snapshot().count == 1
 
 
 def exact_quantile(values, q):

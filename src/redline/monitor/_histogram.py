@@ -61,7 +61,7 @@ from typing import Any
 
 from pyhdrh import add_array
 
-from redline._hdr import _edges, _unit
+from redline._hdr import _edges, _index_tables, _unit
 from redline.monitor._exceptions import MetricError
 from redline.monitor._metric import Metric
 from redline.monitor._registry import REGISTRY, Registry
@@ -113,7 +113,7 @@ class _Layout:
     """What every series of one histogram shares: units, HDR range and bucket bounds."""
 
     __slots__ = ("scale", "highest", "max_value", "digits", "buckets", "bounds")
-    __slots__ += ("tally", "edge_array", "bound_array")
+    __slots__ += ("tally", "shifts", "bases", "bound_array")
 
     def __init__(
         self, name: str, buckets: Iterable[float], scale: float, max_value: float, digits: int
@@ -142,8 +142,10 @@ class _Layout:
         self.buckets = tuple(bounds)
         self.bounds = self.buckets[:-1]
         # For the C flush: the same edges and bounds as doubles, made once per layout.
-        self.tally = _tally
-        self.edge_array = array("d", _edges(self.highest, digits, scale)) if _tally else None
+        # Units beyond 2**53 are not all doubles: such a layout keeps the Python flush.
+        self.tally = _tally if self.highest < 2**53 else None
+        shifts, bases = _index_tables(self.highest, digits)
+        self.shifts, self.bases = array("q", shifts), array("q", bases)
         self.bound_array = array("d", self.bounds)
 
 
@@ -239,8 +241,17 @@ class HistogramChild:
         self._view = None
 
     def _add_compiled(self, chunk: array, layout: _Layout) -> None:
-        # What _add does, counted by _tally.c in two passes over the values, unsorted.
-        tallied = layout.tally(chunk, layout.edge_array, layout.bound_array, layout.max_value)
+        # What _add does, counted by _tally.c in two passes over the values, unsorted: each
+        # value's index from its integer unit, as hdrh's record_value computes it.
+        tallied = layout.tally(
+            chunk,
+            layout.shifts,
+            layout.bases,
+            layout.scale,
+            layout.highest,
+            layout.bound_array,
+            layout.max_value,
+        )
         if tallied is None:
             return
         raw, first, n, total, lowest, highest, below = tallied

@@ -120,6 +120,24 @@ same_text(PyObject *a, PyObject *b)
                   (size_t)PyUnicode_GET_LENGTH(a) * PyUnicode_KIND(a)) == 0;
 }
 
+/* The last strings equal to the message types that were not the interned ones: a literal
+   with a dot in it ("http.response.body") is not interned, so each framework's messages
+   bring their own. Held, so that identity with them means equal text. */
+static PyObject *seen_body, *seen_start;
+
+/* same_text for a message's type, by identity with the last equal string seen. */
+static inline int
+same_kind(PyObject *text, PyObject **seen, PyObject *value)
+{
+    if (value == text || value == *seen)
+        return 1;
+    if (!same_text(text, value))
+        return 0;
+    if (PyUnicode_CheckExact(value))
+        Py_XSETREF(*seen, Py_NewRef(value));
+    return 1;
+}
+
 /* message[key] as the Python code reads it: a new reference, or NULL with KeyError. */
 static PyObject *
 item(PyObject *mapping, PyObject *key)
@@ -1407,7 +1425,7 @@ Request_channel(Request *self, PyObject *const *args, size_t nargsf, PyObject *k
     if (fields_of(message, &fields) < 0)
         return NULL;
     kind = fields.type;
-    if (same_text(k_body, kind)) {
+    if (same_kind(k_body, &seen_body, kind)) {
         if (self->owner->sizes) {
             Py_ssize_t n = PyObject_Size(fields.body != NULL ? fields.body : empty_bytes);
             if (n < 0)
@@ -1420,7 +1438,7 @@ Request_channel(Request *self, PyObject *const *args, size_t nargsf, PyObject *k
                 goto error;
         }
     }
-    else if (same_text(k_start, kind)) {
+    else if (same_kind(k_start, &seen_start, kind)) {
         PyObject *status = fields.status;
         int overflow;
         long value;

@@ -1,4 +1,4 @@
-/* redline.monitor._tally: a histogram flush's counting, in one C pass over the values.
+/* redline.monitor._tally: a histogram flush's counting, in C, without sorting.
  *
  * Optional, like the other extensions (see hatch_build.py): redline.monitor._histogram does
  * the same work in Python (sort, then bisect), and the tests check that the two agree on
@@ -7,12 +7,16 @@
  * redline's counts layout, and the Python path's sort cost 400 instructions a value, half
  * of what MetricsMiddleware spent per request.
  *
- * tally(values, edges, bounds, edge) -> None, or
+ * tally(values, shifts, bases, scale, highest, bounds, edge) -> None, or
  *     (counts, first, n, total, lowest, highest, le)
  *
  * - values: a buffer of doubles (the histogram's pending array('d')), in the order recorded;
- * - edges: a buffer of doubles, ascending: edges[k] is the lowest value of counts index k + 1
- *   (redline._hdr._edges), so a value's index is bisect_right(edges, value);
+ * - shifts, bases: buffers of 65 int64 (redline._hdr._index_tables): the counts index of the
+ *   integer u of bit length L is bases[L] + (u >> shifts[L]), hdrh's record_value index;
+ * - scale, highest: a value v counts as the largest integer u <= highest with u / scale <= v
+ *   (redline._hdr._unit: v * scale truncated, corrected by one where the product rounded),
+ *   0 for v <= 0; the index of u is then the number of index edges at or below v, which the
+ *   Python path finds by bisection;
  * - bounds: a buffer of doubles, ascending: the finite bucket bounds (``le``);
  * - edge: what an infinity counts as (+-edge); NaN values are dropped.
  *
@@ -43,23 +47,47 @@ doubles(PyObject *object, Py_buffer *view, const char *what)
     return 0;
 }
 
-/* The number of items of a[0 .. n) that are <= x (a ascending): bisect_right. Branch-free
-   halving (the compiler makes the step a conditional move), as values land anywhere. */
-static inline Py_ssize_t
-right(const double *a, Py_ssize_t n, double x)
+static int
+int64s(PyObject *object, Py_buffer *view, const char *what)
 {
-    const double *base = a;
-    if (n == 0)
-        return 0;
-    while (n > 1) {
-        Py_ssize_t half = n / 2;
-        base = base[half] <= x ? base + half : base;
-        n -= half;
+    if (PyObject_GetBuffer(object, view, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0)
+        return -1;
+    if (view->itemsize != sizeof(int64_t) || view->format == NULL ||
+        (strcmp(view->format, "q") != 0 && strcmp(view->format, "l") != 0) ||
+        view->len != 65 * (Py_ssize_t)sizeof(int64_t)) {
+        PyErr_Format(PyExc_TypeError, "tally(): %s must be 65 int64 (array('q'))", what);
+        PyBuffer_Release(view);
+        return -1;
     }
-    return (base - a) + (*base <= x);
+    return 0;
 }
 
-/* The number of items of a[0 .. n) that are < x (a ascending): bisect_left. */
+/* redline._hdr._unit: the largest integer u in 0 .. highest with u / scale <= v. */
+static inline uint64_t
+unit_of(double v, double scale, uint64_t highest)
+{
+    double product;
+    uint64_t u;
+    if (!(v > 0))
+        return 0;
+    product = v * scale;
+    u = product >= (double)highest ? highest : (uint64_t)product;
+    if (u < highest && (double)(u + 1) / scale <= v)
+        u++;
+    else if (u && (double)u / scale > v)
+        u--;
+    return u;
+}
+
+static inline Py_ssize_t
+index_of(uint64_t u, const int64_t *shifts, const int64_t *bases)
+{
+    int bits = u ? 64 - __builtin_clzll(u) : 0;
+    return (Py_ssize_t)(bases[bits] + (int64_t)(u >> shifts[bits]));
+}
+
+/* The number of items of a[0 .. n) that are < x (a ascending): bisect_left. Branch-free
+   halving (the compiler makes the step a conditional move), as values land anywhere. */
 static inline Py_ssize_t
 left(const double *a, Py_ssize_t n, double x)
 {
@@ -83,36 +111,54 @@ cleaned(double v, double edge)
 static PyObject *
 tally(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
-    Py_buffer vview, eview, bview;
+    Py_buffer vview, sview, bsview, bview;
     PyObject *result = NULL, *counts = NULL, *le = NULL;
-    Py_ssize_t n, ne, nb, i, counted = 0, first, last, *below = NULL;
-    const double *values, *edges, *bounds;
-    double edge, total = 0.0, lowest = 0.0, highest = 0.0;
+    Py_ssize_t n, nb, i, counted = 0, first, last, *below = NULL;
+    const double *values, *bounds;
+    const int64_t *shifts, *bases;
+    double scale, edge, total = 0.0, lowest = 0.0, highest = 0.0;
+    unsigned long long top;
     uint64_t *out;
 
-    if (nargs != 4) {
-        PyErr_Format(PyExc_TypeError, "tally() takes 4 arguments, got %zd", nargs);
+    if (nargs != 7) {
+        PyErr_Format(PyExc_TypeError, "tally() takes 7 arguments, got %zd", nargs);
         return NULL;
     }
-    edge = PyFloat_AsDouble(args[3]);
+    scale = PyFloat_AsDouble(args[3]);
+    if (scale == -1.0 && PyErr_Occurred())
+        return NULL;
+    top = PyLong_AsUnsignedLongLong(args[4]);
+    if (top == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    edge = PyFloat_AsDouble(args[6]);
     if (edge == -1.0 && PyErr_Occurred())
         return NULL;
+    if (!(scale > 0) || top < 1 || top >= (1ULL << 53)) {
+        PyErr_SetString(PyExc_ValueError, "tally(): need scale > 0 and 1 <= highest < 2**53");
+        return NULL;
+    }
     if (doubles(args[0], &vview, "values") < 0)
         return NULL;
-    if (doubles(args[1], &eview, "edges") < 0) {
+    if (int64s(args[1], &sview, "shifts") < 0) {
         PyBuffer_Release(&vview);
         return NULL;
     }
-    if (doubles(args[2], &bview, "bounds") < 0) {
+    if (int64s(args[2], &bsview, "bases") < 0) {
         PyBuffer_Release(&vview);
-        PyBuffer_Release(&eview);
+        PyBuffer_Release(&sview);
+        return NULL;
+    }
+    if (doubles(args[5], &bview, "bounds") < 0) {
+        PyBuffer_Release(&vview);
+        PyBuffer_Release(&sview);
+        PyBuffer_Release(&bsview);
         return NULL;
     }
     values = vview.buf;
-    edges = eview.buf;
+    shifts = sview.buf;
+    bases = bsview.buf;
     bounds = bview.buf;
     n = vview.len / (Py_ssize_t)sizeof(double);
-    ne = eview.len / (Py_ssize_t)sizeof(double);
     nb = bview.len / (Py_ssize_t)sizeof(double);
 
     /* Pass 1: the sum, the count and the extremes of the values kept. */
@@ -134,8 +180,8 @@ tally(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     }
     /* Pass 2: counts over the indices the extremes span, and the buckets. An index grows
        with the value, so every value's index lies between those of the extremes. */
-    first = right(edges, ne, lowest);
-    last = right(edges, ne, highest);
+    first = index_of(unit_of(lowest, scale, top), shifts, bases);
+    last = index_of(unit_of(highest, scale, top), shifts, bases);
     counts = PyBytes_FromStringAndSize(NULL, (last - first + 1) * (Py_ssize_t)sizeof(uint64_t));
     below = PyMem_Calloc((size_t)nb + 1, sizeof(Py_ssize_t));
     if (counts == NULL || below == NULL) {
@@ -150,7 +196,7 @@ tally(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
         if (isnan(v))
             continue;
         v = cleaned(v, edge);
-        out[right(edges, ne, v) - first]++;
+        out[index_of(unit_of(v, scale, top), shifts, bases) - first]++;
         below[left(bounds, nb, v)]++; /* the first bound at or above v, nb if none */
     }
     le = PyTuple_New(nb);
@@ -173,15 +219,17 @@ done:
     Py_XDECREF(le);
     PyMem_Free(below);
     PyBuffer_Release(&vview);
-    PyBuffer_Release(&eview);
+    PyBuffer_Release(&sview);
+    PyBuffer_Release(&bsview);
     PyBuffer_Release(&bview);
     return result;
 }
 
 static PyMethodDef tally_methods[] = {
     {"tally", (PyCFunction)(void (*)(void))tally, METH_FASTCALL,
-     "tally(values, edges, bounds, edge) -> None or (counts, first, n, total, lowest, "
-     "highest, le): a histogram flush's HDR counts, sum and bucket counts in one pass."},
+     "tally(values, shifts, bases, scale, highest, bounds, edge) -> None or (counts, first, "
+     "n, total, lowest, highest, le): a histogram flush's HDR counts, sum and bucket "
+     "counts."},
     {NULL, NULL, 0, NULL},
 };
 
