@@ -1305,7 +1305,7 @@ typedef struct {
     PyObject *type, *status, *body, *more_body, *trailers, *more_trailers;
 } Fields;
 
-static void
+static inline void
 fields_release(Fields *f)
 {
     Py_XDECREF(f->type);
@@ -1358,9 +1358,10 @@ fields_of(PyObject *message, Fields *f)
 {
     memset(f, 0, sizeof *f);
     if (PyDict_CheckExact(message) && PyDict_GET_SIZE(message) <= 8) {
-        Py_ssize_t pos = 0;
+        Py_ssize_t pos = 0, left = PyDict_GET_SIZE(message);
         PyObject *key, *value;
-        while (PyDict_Next(message, &pos, &key, &value)) {
+        /* As many entries as the dict holds: no last call to find there are no more. */
+        while (left-- > 0 && PyDict_Next(message, &pos, &key, &value)) {
             PyObject **slot = field_slot(f, key);
             if (slot != NULL && *slot == NULL)
                 *slot = Py_NewRef(value);
