@@ -296,8 +296,14 @@ class MetricsMiddleware(_Base):  # type: ignore[misc,valid-type]
                     if pending is None:
                         hot[0](scope, status, perf_counter() - started, size)
                     else:
-                        pending.add(status, perf_counter() - started, size)
-                        if len(pending) >= hot[1]:
+                        # A _PendingLists (this path's): its lists, not a method and __len__
+                        # in Python, which would cost two frames.
+                        pending.statuses.append(status)
+                        durations = pending.durations
+                        durations.append(perf_counter() - started)
+                        if sizes:
+                            pending.sizes.append(size)
+                        if len(durations) >= hot[1]:
                             hot[2]()
                     status = -1
             elif kind == "http.response.start":
