@@ -685,3 +685,24 @@ async def test_a_subclass_with_its_own_call_is_not_bypassed(registry):
 
     assert calls == ["/x", "/x"]
     assert requests(registry) == {("/x", "GET", "200"): 2}
+
+
+async def test_a_call_assigned_to_the_class_later_is_not_bypassed(registry):
+    calls = []
+
+    class Later(MetricsMiddleware):
+        pass
+
+    async def patched(self, scope, receive, send):
+        calls.append(scope["path"])
+
+    Later.__call__ = patched  # after the class was made (and given vectorcall)
+
+    async def app(scope, receive, send):
+        await send(START)
+        await send(BODY)
+
+    await Later(app, registry=registry, route_of=lambda scope: "/x")(scope(), receive, discard)
+
+    assert calls == ["/x"]
+    assert requests(registry) == {}

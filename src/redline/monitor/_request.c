@@ -1718,8 +1718,38 @@ typedef struct {
     PyObject *requests; /* _requests: the Requests that makes this middleware's requests */
 } Middleware;
 
+static PyObject *Middleware_call(Middleware *self, PyObject *args, PyObject *kwargs);
+
+/* A call made by vectorcall on a class whose __call__ was assigned after enable_vectorcall()
+   (Python 3.11 keeps the flag then): to that __call__, through tp_call, as without the flag. */
 static PyObject *
-Middleware_vectorcall(Middleware *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+call_through_slot(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf), i;
+    PyObject *tuple, *kwargs = NULL, *result = NULL;
+    tuple = PyTuple_New(nargs);
+    if (tuple == NULL)
+        return NULL;
+    for (i = 0; i < nargs; i++)
+        PyTuple_SET_ITEM(tuple, i, Py_NewRef(args[i]));
+    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0) {
+        kwargs = PyDict_New();
+        if (kwargs == NULL)
+            goto done;
+        for (i = 0; i < PyTuple_GET_SIZE(kwnames); i++)
+            if (PyDict_SetItem(kwargs, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]) < 0)
+                goto done;
+    }
+    result = Py_TYPE(self)->tp_call(self, tuple, kwargs);
+done:
+    Py_DECREF(tuple);
+    Py_XDECREF(kwargs);
+    return result;
+}
+
+/* The middleware's own __call__, whichever way it was called. */
+static PyObject *
+middleware_serve(Middleware *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     PyObject *scope, *value, *found;
@@ -1770,9 +1800,32 @@ Middleware_vectorcall(Middleware *self, PyObject *const *args, size_t nargsf, Py
    path (_requests is None) every call goes to _serve. Called through vectorcall where the
    type allows it (see enable_vectorcall), else through tp_call with a tuple. */
 static PyObject *
+Middleware_vectorcall(Middleware *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (Py_TYPE(self)->tp_call != (ternaryfunc)Middleware_call)
+        return call_through_slot((PyObject *)self, args, nargsf, kwnames);
+    return middleware_serve(self, args, nargsf, kwnames);
+}
+
+static PyObject *
 Middleware_call(Middleware *self, PyObject *args, PyObject *kwargs)
 {
-    return PyVectorcall_Call((PyObject *)self, args, kwargs);
+    /* Also what super().__call__() in a subclass's own __call__ reaches: serve, never the
+       subclass's __call__ again. */
+    if (kwargs == NULL || PyDict_GET_SIZE(kwargs) == 0)
+        return middleware_serve(self, &PyTuple_GET_ITEM(args, 0),
+                                (size_t)PyTuple_GET_SIZE(args), NULL);
+    {
+        /* Keywords: to _dispatch or _serve, which refuse or take them as Python does. */
+        int compiled = self->requests != NULL && Py_IS_TYPE(self->requests, &Requests_Type);
+        PyObject *method = PyObject_GetAttr((PyObject *)self, compiled ? s_dispatch : s_serve);
+        PyObject *result;
+        if (method == NULL)
+            return NULL;
+        result = PyObject_Call(method, args, kwargs);
+        Py_DECREF(method);
+        return result;
+    }
 }
 
 static PyObject *
