@@ -706,3 +706,22 @@ async def test_a_call_assigned_to_the_class_later_is_not_bypassed(registry):
 
     assert calls == ["/x"]
     assert requests(registry) == {}
+
+
+async def test_a_send_re_entered_from_a_messages_truth_test_records_the_response_once(registry):
+    """The last body re-sent from inside ``bool(more_body)`` of another: one request, 200."""
+    sends: list[Any] = []
+
+    class SendsTheLastBody:
+        def __bool__(self) -> bool:
+            sends[0]({"type": "http.response.body", "body": b""}).close()
+            return False
+
+    async def app(scope, receive, send):
+        sends.append(send)
+        await send(START)
+        await send({"type": "http.response.body", "body": b"x", "more_body": SendsTheLastBody()})
+
+    await middleware(app, registry)(scope(), receive, discard)
+
+    assert requests(registry) == {("/x", "GET", "200"): 1}

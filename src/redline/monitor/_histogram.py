@@ -142,8 +142,10 @@ class _Layout:
         self.buckets = tuple(bounds)
         self.bounds = self.buckets[:-1]
         # For the C flush: the same edges and bounds as doubles, made once per layout.
-        # Units beyond 2**53 are not all doubles: such a layout keeps the Python flush.
-        self.tally = _tally if self.highest < 2**53 else None
+        # Units beyond 2**53 are not all doubles, nor is every int scale: such a layout keeps
+        # the Python flush, which divides exactly.
+        exact = self.highest < 2**53 and float(scale) == scale
+        self.tally = _tally if exact else None
         shifts, bases = _index_tables(self.highest, digits)
         self.shifts, self.bases = array("q", shifts), array("q", bases)
         self.bound_array = array("d", self.bounds)

@@ -288,7 +288,12 @@ class MetricsMiddleware(_Base):  # type: ignore[misc,valid-type]
             if kind == "http.response.body":
                 if sizes:
                     size += len(message.get("body", b""))
-                if status > 0 and not trailers and not message.get("more_body", False):
+                if (
+                    status > 0
+                    and not trailers
+                    and not message.get("more_body", False)
+                    and status > 0  # again: that truth test may have sent and recorded
+                ):
                     # Recorded as the last message goes out: this wrapper returns the server's
                     # awaitable rather than awaiting it in a coroutine of its own. A route
                     # seen before has its pending list found by one lookup, not a call.
@@ -497,7 +502,11 @@ class _Finished:
         self.duration = duration
         self.size = size
         self.series: dict[tuple[str, str], _Pending] = {}
-        self._lock = threading.Lock()
+        # Re-entrant: a collection during a drain may finalize a request of this middleware,
+        # which records and may drain again on this thread; that inner drain leaves the
+        # requests to the outer one or the next (see _draining), rather than deadlocking.
+        self._lock = threading.RLock()
+        self._draining = False
         # Requests kept per series before they are added; 1 (at once) when a metric was
         # made by other code and so does not add them before it is collected.
         self.batch = BATCH
@@ -527,9 +536,15 @@ class _Finished:
         """Add the finished requests to the metrics."""
         taken = []
         with self._lock:
-            for key, pending in list(self.series.items()):
-                if len(pending):
-                    taken.append((key, pending.take()))
+            if self._draining:
+                return
+            self._draining = True
+            try:
+                for key, pending in list(self.series.items()):
+                    if len(pending):
+                        taken.append((key, pending.take()))
+            finally:
+                self._draining = False
         # One labels() lookup and one bulk record per series and metric.
         for (route, method), (tally, durations, sizes) in taken:
             for status, count in tally.items():

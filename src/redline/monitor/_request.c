@@ -257,8 +257,9 @@ flight_of(PyObject *method)
 /* The statuses (references to the ints the app sent), durations and body sizes of a series'
    requests since the last drain, in C arrays: recording one stores three words, where lists
    took a float object and two or three appends. take() hands them over, as a status -> count
-   dict and the durations and sizes as bytes of doubles, in one call under the GIL, so no
-   request is lost to or counted twice by a drain in another thread. */
+   dict and the durations and sizes as bytes of doubles, having moved them out before any
+   Python code can run, so no request is counted twice by a drain in another thread or
+   re-entered from a collection. */
 typedef struct {
     PyObject_HEAD
     Py_ssize_t n;
@@ -271,11 +272,17 @@ typedef struct {
 
 static PyTypeObject Pending_Type;
 
+/* The most requests a Pending holds: far beyond any batch, far below a size overflow. */
+#define PENDING_MOST ((Py_ssize_t)1 << 28)
+
 static int
 pending_grow(Pending *self)
 {
     Py_ssize_t cap = self->cap ? self->cap * 2 : 64;
-    PyObject **statuses = PyMem_Realloc(self->statuses, (size_t)cap * sizeof(PyObject *));
+    PyObject **statuses;
+    if (cap > PENDING_MOST)
+        goto nomemory;
+    statuses = PyMem_Realloc(self->statuses, (size_t)cap * sizeof(PyObject *));
     if (statuses == NULL)
         goto nomemory;
     self->statuses = statuses;
@@ -313,27 +320,18 @@ pending_add(Pending *self, PyObject *status, double seconds, double size)
     return 0;
 }
 
-/* Drops the first n requests (all of them, or those a take() counted: hashing a status of
-   an int subclass may run Python code, and another thread add meanwhile). */
+/* Drops every pending request. A release may run Python code that adds to this Pending:
+   entries are taken off the end, 64 at a time, before any is released. */
 static void
-pending_forget(Pending *self, Py_ssize_t n)
+pending_forget(Pending *self)
 {
-    Py_ssize_t i, rest = self->n - n;
-    PyObject **gone = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(PyObject *));
-    if (gone != NULL)
-        memcpy(gone, self->statuses, (size_t)n * sizeof(PyObject *));
-    if (rest > 0) {
-        memmove(self->statuses, self->statuses + n, (size_t)rest * sizeof(PyObject *));
-        memmove(self->durations, self->durations + n, (size_t)rest * sizeof(double));
-        if (self->keep_sizes)
-            memmove(self->sizes, self->sizes + n, (size_t)rest * sizeof(double));
-    }
-    self->n = rest;
-    /* Released once the arrays are consistent: a release may run Python code too. */
-    if (gone != NULL) {
-        for (i = 0; i < n; i++)
-            Py_DECREF(gone[i]);
-        PyMem_Free(gone);
+    while (self->n > 0) {
+        PyObject *batch[64];
+        Py_ssize_t k = self->n < 64 ? self->n : 64, i;
+        self->n -= k;
+        memcpy(batch, self->statuses + self->n, (size_t)k * sizeof(PyObject *));
+        for (i = 0; i < k; i++)
+            Py_DECREF(batch[i]);
     }
 }
 
@@ -346,8 +344,8 @@ Pending_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     Pending *self;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|pn:Pending", names, &sizes, &capacity))
         return NULL;
-    if (capacity < 1) {
-        PyErr_SetString(PyExc_ValueError, "Pending: capacity must be at least 1");
+    if (capacity < 1 || capacity > PENDING_MOST) {
+        PyErr_Format(PyExc_ValueError, "Pending: capacity must be 1 .. %zd", PENDING_MOST);
         return NULL;
     }
     self = (Pending *)type->tp_alloc(type, 0);
@@ -390,59 +388,90 @@ Pending_add_method(Pending *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
-/* take() -> (status -> count, durations, sizes or None): what was pending, now nothing. */
+/* take() -> (status -> count, durations, sizes or None): what was pending, now nothing.
+
+   The requests are moved out of the object first (PyMem_Malloc and memcpy run no Python
+   code), so that what the tally's allocations may run (a collection finalizing a request
+   that records, another thread) works on an empty Pending and nothing is counted twice.
+   Statuses of int subclasses are counted as plain ints: no hash of theirs runs. Should the
+   hand-over fail (memory), the requests taken are dropped, as the Python twin drops them. */
 static PyObject *
 Pending_take(Pending *self, PyObject *Py_UNUSED(ignored))
 {
-    PyObject *tally, *durations = NULL, *sizes = NULL, *result = NULL;
+    PyObject **statuses, *tally = NULL, *durations = NULL, *sizes = NULL, *result = NULL;
+    double *seconds, *lengths = NULL;
     Py_ssize_t i = 0, n = self->n;
+    statuses = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(PyObject *));
+    seconds = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(double));
+    if (self->keep_sizes)
+        lengths = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(double));
+    if (statuses == NULL || seconds == NULL || (self->keep_sizes && lengths == NULL)) {
+        PyMem_Free(statuses);
+        PyMem_Free(seconds);
+        PyMem_Free(lengths);
+        return PyErr_NoMemory();
+    }
+    memcpy(statuses, self->statuses, (size_t)n * sizeof(PyObject *));
+    memcpy(seconds, self->durations, (size_t)n * sizeof(double));
+    if (lengths != NULL)
+        memcpy(lengths, self->sizes, (size_t)n * sizeof(double));
+    self->n = 0;
+
     tally = PyDict_New();
     if (tally == NULL)
-        return NULL;
+        goto done;
     /* Runs of one status object (the usual: every request a 200) are counted in C. */
     while (i < n) {
-        PyObject *status = self->statuses[i], *count, *before;
+        PyObject *status = statuses[i], *key, *count, *before;
         Py_ssize_t j = i + 1;
         long total;
-        while (j < n && self->statuses[j] == status)
+        while (j < n && statuses[j] == status)
             j++;
-        before = PyDict_GetItemWithError(tally, status);
-        if (before == NULL && PyErr_Occurred())
+        key = PyLong_CheckExact(status) ? Py_NewRef(status) : PyNumber_Index(status);
+        if (key == NULL)
             goto done;
+        before = PyDict_GetItemWithError(tally, key);
+        if (before == NULL && PyErr_Occurred()) {
+            Py_DECREF(key);
+            goto done;
+        }
         total = (long)(j - i) + (before != NULL ? PyLong_AsLong(before) : 0);
         count = PyLong_FromLong(total);
-        if (count == NULL || PyDict_SetItem(tally, status, count) < 0) {
+        if (count == NULL || PyDict_SetItem(tally, key, count) < 0) {
             Py_XDECREF(count);
+            Py_DECREF(key);
             goto done;
         }
         Py_DECREF(count);
+        Py_DECREF(key);
         i = j;
     }
-    durations = PyBytes_FromStringAndSize((const char *)self->durations,
-                                          n * (Py_ssize_t)sizeof(double));
+    durations = PyBytes_FromStringAndSize((const char *)seconds, n * (Py_ssize_t)sizeof(double));
     if (durations == NULL)
         goto done;
-    if (self->keep_sizes)
-        sizes = PyBytes_FromStringAndSize((const char *)self->sizes,
-                                          n * (Py_ssize_t)sizeof(double));
+    if (lengths != NULL)
+        sizes = PyBytes_FromStringAndSize((const char *)lengths, n * (Py_ssize_t)sizeof(double));
     else
         sizes = Py_NewRef(Py_None);
     if (sizes == NULL)
         goto done;
     result = PyTuple_Pack(3, tally, durations, sizes);
-    if (result != NULL)
-        pending_forget(self, n);
 done:
-    Py_DECREF(tally);
+    Py_XDECREF(tally);
     Py_XDECREF(durations);
     Py_XDECREF(sizes);
+    for (i = 0; i < n; i++)
+        Py_DECREF(statuses[i]);
+    PyMem_Free(statuses);
+    PyMem_Free(seconds);
+    PyMem_Free(lengths);
     return result;
 }
 
 static PyObject *
 Pending_clear_method(Pending *self, PyObject *Py_UNUSED(ignored))
 {
-    pending_forget(self, self->n);
+    pending_forget(self);
     Py_RETURN_NONE;
 }
 
@@ -464,7 +493,7 @@ Pending_traverse(Pending *self, visitproc visit, void *arg)
 static int
 Pending_clear(Pending *self)
 {
-    pending_forget(self, self->n);
+    pending_forget(self);
     return 0;
 }
 
@@ -472,7 +501,7 @@ static void
 Pending_dealloc(Pending *self)
 {
     PyObject_GC_UnTrack(self);
-    pending_forget(self, self->n);
+    pending_forget(self);
     PyMem_Free(self->statuses);
     PyMem_Free(self->durations);
     PyMem_Free(self->sizes);
@@ -869,24 +898,29 @@ record_sent(Request *self)
     PyObject *status = self->status, *route, *key, *pending;
     Requests *owner = self->owner;
     int ok;
+    if (status == NULL) /* recorded meanwhile (a send re-entered from this one) */
+        return 0;
     self->status = NULL;
     self->state_status = -1;
     route = get(self->scope, s_route, Py_None);
     if (route == NULL)
         goto fail;
     if (Py_IS_TYPE(self->series, &Routes_Type)) {
-        /* Borrowed, and the route may go with the reference: only its address is used. */
         pending = routes_find((Routes *)self->series, route);
-        Py_DECREF(route);
     }
     else {
         key = PyLong_FromVoidPtr(route);
-        Py_DECREF(route);
-        if (key == NULL)
+        if (key == NULL) {
+            Py_DECREF(route);
             goto fail;
+        }
         pending = PyDict_GetItemWithError(self->series, key);
         Py_DECREF(key);
     }
+    /* Held until the request is in: releasing the route (a fresh object from a scope that
+       is not a dict) could run code that empties the table. */
+    Py_XINCREF(pending);
+    Py_DECREF(route);
     if (pending == NULL) {
         if (PyErr_Occurred())
             goto fail;
@@ -895,14 +929,21 @@ record_sent(Request *self)
         return ok;
     }
     if (!Py_IS_TYPE(pending, &Pending_Type)) {
+        Py_DECREF(pending);
         PyErr_SetString(PyExc_SystemError, "MetricsMiddleware: a series' Pending changed");
         goto fail;
     }
     ok = pending_add((Pending *)pending, status, now() - self->started, (double)self->size);
     Py_DECREF(status);
-    if (ok < 0)
-        return -1;
-    if (((Pending *)pending)->n >= owner->batch) {
+    {
+        Py_ssize_t held = ((Pending *)pending)->n;
+        Py_DECREF(pending);
+        if (ok < 0)
+            return -1;
+        if (held < owner->batch)
+            return 0;
+    }
+    {
         PyObject *result = PyObject_CallNoArgs(owner->drain);
         if (result == NULL)
             return -1;
@@ -1473,7 +1514,7 @@ Request_channel(Request *self, PyObject *const *args, size_t nargsf, PyObject *k
                 goto error;
             last = !more;
         }
-        if (last) {
+        if (last && self->status != NULL) { /* NULL: recorded by a send re-entered above */
             PyObject *status = self->status;
             int ok;
             self->status = NULL;
@@ -1977,6 +2018,10 @@ module_exec(PyObject *module)
 
 static PyModuleDef_Slot module_slots[] = {
     {Py_mod_exec, module_exec},
+#ifdef Py_mod_multiple_interpreters
+    /* Module-wide state (interned keys, the types, the message types seen) is shared. */
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
     {0, NULL},
 };
 

@@ -21,7 +21,8 @@
  * - edge: what an infinity counts as (+-edge); NaN values are dropped.
  *
  * counts: bytes of uint64 counts for the indices first .. first + len - 1; n: the values
- * counted; total: their sum, in the order recorded, as Python's sum() adds them; lowest and
+ * counted; total: their sum, in the order recorded, as this Python's sum() adds them
+ * (compensated from 3.12 on); lowest and
  * highest: the smallest and largest value counted; le: a tuple, per bound, of the values at
  * or below it. None when every value was NaN (or there were none).
  */
@@ -117,6 +118,9 @@ tally(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     const double *values, *bounds;
     const int64_t *shifts, *bases;
     double scale, edge, total = 0.0, lowest = 0.0, highest = 0.0;
+#if PY_VERSION_HEX >= 0x030C0000
+    double compensation = 0.0;
+#endif
     unsigned long long top;
     uint64_t *out;
 
@@ -161,13 +165,26 @@ tally(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     n = vview.len / (Py_ssize_t)sizeof(double);
     nb = bview.len / (Py_ssize_t)sizeof(double);
 
-    /* Pass 1: the sum, the count and the extremes of the values kept. */
+    /* Pass 1: the sum, the count and the extremes of the values kept. The sum is added as
+       this Python's sum() adds floats: plainly before 3.12, with Neumaier's compensation
+       from 3.12 on (bltinmodule.c), so that the Python flush and this one agree exactly. */
     for (i = 0; i < n; i++) {
         double v = values[i];
         if (isnan(v))
             continue;
         v = cleaned(v, edge);
+#if PY_VERSION_HEX >= 0x030C0000
+        {
+            double t = total + v;
+            if (fabs(total) >= fabs(v))
+                compensation += (total - t) + v;
+            else
+                compensation += (v - t) + total;
+            total = t;
+        }
+#else
         total += v;
+#endif
         if (counted == 0 || v < lowest)
             lowest = v;
         if (counted == 0 || v > highest)
@@ -178,6 +195,10 @@ tally(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
         result = Py_NewRef(Py_None);
         goto done;
     }
+#if PY_VERSION_HEX >= 0x030C0000
+    if (compensation != 0.0 && isfinite(compensation))
+        total += compensation;
+#endif
     /* Pass 2: counts over the indices the extremes span, and the buckets. An index grows
        with the value, so every value's index lies between those of the extremes. */
     first = index_of(unit_of(lowest, scale, top), shifts, bases);
