@@ -317,26 +317,26 @@ def test_each_request_path_keeps_its_series_in_its_own_pending(
 ):
     from redline.monitor import _middleware
 
-    app = Starlette(
-        routes=[Route("/s", status_of)],
-        middleware=[Middleware(MetricsMiddleware, registry=registry)],
-    )
-    with serve_url(app) as url, httpx.Client(base_url=url) as client:
-        assert client.get("/s").status_code == 200
-        assert client.get("/s").status_code == 200
-        middleware = next(m for m in _middlewares(app) if isinstance(m, MetricsMiddleware))
-        kinds = {type(p) for p in middleware._finished.series.values()}
+    middleware = served(registry, 2)
+    kinds = {type(p) for p in middleware._finished.series.values()}
     expected = _middleware._CompiledPending if implementation == "c" else _middleware._PendingLists
     assert kinds == {expected}
     assert counted(registry, 2) == {("/s", "GET", "200"): 2}
 
 
-def _middlewares(app: Starlette) -> list[Any]:
-    found, layer = [], app.middleware_stack
-    while layer is not None:
-        found.append(layer)
-        layer = getattr(layer, "app", None)
-    return found
+def served(registry: monitor.Registry, n: int) -> MetricsMiddleware:
+    """The MetricsMiddleware of a Starlette app served by uvicorn, after n GETs of /s."""
+    app = Starlette(
+        routes=[Route("/s", status_of)],
+        middleware=[Middleware(MetricsMiddleware, registry=registry)],
+    )
+    with serve_url(app) as url, httpx.Client(base_url=url) as client:
+        for _ in range(n):
+            assert client.get("/s").status_code == 200
+    layer = app.middleware_stack
+    while not isinstance(layer, MetricsMiddleware):
+        layer = layer.app  # an AttributeError if it is missing: the test fails
+    return layer
 
 
 def test_the_c_routes_table_answers_as_the_dict_it_replaces():
@@ -373,16 +373,8 @@ def test_with_the_c_path_the_series_of_each_method_are_a_routes_table(
 ):
     from redline.monitor import _middleware
 
-    app = Starlette(
-        routes=[Route("/s", status_of)],
-        middleware=[Middleware(MetricsMiddleware, registry=registry)],
-    )
-    with serve_url(app) as url, httpx.Client(base_url=url) as client:
-        for _ in range(3):
-            assert client.get("/s").status_code == 200
-        middleware = next(m for m in _middlewares(app) if isinstance(m, MetricsMiddleware))
-        table = middleware._routes.pending["GET"]
-        assert len(table) == 1  # the route, found by address from the second request on
+    table = served(registry, 3)._routes.pending["GET"]
+    assert len(table) == 1  # the route, found by address from the second request on
     expected = _middleware._CompiledRoutes if implementation == "c" else dict
     assert type(table) is expected
     assert counted(registry, 3) == {("/s", "GET", "200"): 3}

@@ -30,10 +30,11 @@ indices of hdrh's ``record_value``, in a few C-level passes: no Python code runs
 and into the buckets (one ``bisect`` per bound), and summed. That costs 0.15-0.3 us a value;
 the larger the flush, the less the HDR part costs per value, and 8192 values (64 KB) is
 what a busy series may hold between flushes. Where ``_tally.c`` was compiled at install, the
-flush counts the values in C instead, unsorted, two passes of binary searches over the same
-edges and bounds (about 40 ns a value, against 190-250 ns for the sort and bisect in Python;
-the tests check that both give the same counts, sum and buckets). The flush consumes a counted
-prefix of the buffer in place (``n = len(buf)``, process ``buf[:n]``, ``del buf[:n]``) under
+flush counts the values in C instead, unsorted: each value's index from its integer unit, as
+hdrh's ``record_value`` computes it, and a binary search over the bucket bounds (about 24 ns
+a value, against 190-250 ns for the sort and bisect in Python; the tests check that both
+give the same counts, sum and buckets). The flush consumes a counted prefix of the buffer in
+place (``n = len(buf)``, process ``buf[:n]``, ``del buf[:n]``) under
 a lock that only flushes take: appends that land meanwhile are past ``n`` and stay for the
 next flush. Swapping in a fresh buffer instead would lose the values of a writer that fetched
 the old buffer just before the swap.

@@ -33,15 +33,16 @@
 #include <stdint.h>
 #include <string.h>
 
+/* A C-contiguous buffer of 8-byte items of one of `formats` (and `count` of them, if > 0). */
 static int
-doubles(PyObject *object, Py_buffer *view, const char *what)
+buffer_of(PyObject *object, Py_buffer *view, const char *what, const char *formats,
+          Py_ssize_t count, const char *expected)
 {
     if (PyObject_GetBuffer(object, view, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0)
         return -1;
-    if (view->itemsize != sizeof(double) || view->format == NULL ||
-        strcmp(view->format, "d") != 0) {
-        PyErr_Format(PyExc_TypeError, "tally(): %s must be a buffer of doubles (format 'd')",
-                     what);
+    if (view->itemsize != 8 || view->format == NULL || strlen(view->format) != 1 ||
+        strchr(formats, view->format[0]) == NULL || (count > 0 && view->len != count * 8)) {
+        PyErr_Format(PyExc_TypeError, "tally(): %s must be %s", what, expected);
         PyBuffer_Release(view);
         return -1;
     }
@@ -49,18 +50,15 @@ doubles(PyObject *object, Py_buffer *view, const char *what)
 }
 
 static int
+doubles(PyObject *object, Py_buffer *view, const char *what)
+{
+    return buffer_of(object, view, what, "d", 0, "a buffer of doubles (format 'd')");
+}
+
+static int
 int64s(PyObject *object, Py_buffer *view, const char *what)
 {
-    if (PyObject_GetBuffer(object, view, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0)
-        return -1;
-    if (view->itemsize != sizeof(int64_t) || view->format == NULL ||
-        (strcmp(view->format, "q") != 0 && strcmp(view->format, "l") != 0) ||
-        view->len != 65 * (Py_ssize_t)sizeof(int64_t)) {
-        PyErr_Format(PyExc_TypeError, "tally(): %s must be 65 int64 (array('q'))", what);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    return 0;
+    return buffer_of(object, view, what, "ql", 65, "65 int64 (array('q'))");
 }
 
 /* redline._hdr._unit: the largest integer u in 0 .. highest with u / scale <= v. */
